@@ -1,0 +1,71 @@
+"""The QMP client: a thin synchronous wrapper over `qemu.qmp` for the few commands the testbed uses."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any
+
+from qemu.qmp import QMPError
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+
+class MonitorError(RuntimeError):
+    """QMP could not be reached or a command failed."""
+
+
+class Monitor:
+    """QMP over the UNIX socket QEMU listens on (`-qmp unix:PATH,server=on,wait=off`)."""
+
+    def __init__(self, socket_path: Path):
+        self.socket_path = socket_path
+        self._qmp: QEMUMonitorProtocol | None = None
+
+    def connect(self, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
+        """Connect and negotiate capabilities, retrying while QEMU creates the socket."""
+        deadline = time.monotonic() + timeout
+        while True:
+            qmp = QEMUMonitorProtocol(str(self.socket_path))
+            try:
+                qmp.connect(negotiate=True)
+                self._qmp = qmp
+                return
+            except (QMPError, OSError) as exc:
+                qmp.close()
+                if not alive():
+                    raise MonitorError("QEMU exited before its QMP socket answered") from None
+                if time.monotonic() > deadline:
+                    raise MonitorError(f"no QMP on {self.socket_path} after {timeout:.0f} s: {exc}") from None
+                time.sleep(0.05)
+
+    def command(self, name: str, **args: Any) -> Any:
+        if self._qmp is None:
+            raise MonitorError("QMP is not connected")
+        try:
+            return self._qmp.cmd(name, **args)
+        except QMPError as exc:
+            raise MonitorError(f"QMP {name} failed: {exc}") from None
+
+    def status(self) -> str:
+        """'running', 'paused', 'shutdown', ... as QEMU reports it."""
+        return self.command("query-status")["status"]
+
+    def memdevs(self) -> list[dict]:
+        """The memory backends: id, size, policy, host nodes."""
+        return self.command("query-memdev")
+
+    def quit(self) -> None:
+        """Ask QEMU to exit; the connection drops as it does."""
+        try:
+            self.command("quit")
+        except (MonitorError, OSError, EOFError):
+            pass  # QEMU may close the socket before it answers
+
+    def close(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except (QMPError, OSError, EOFError):
+                pass  # the peer is gone: that is what closing after quit means
+            self._qmp = None

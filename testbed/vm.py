@@ -1,0 +1,164 @@
+"""One QEMU guest: start, wait for SSH, talk QMP and SSH, and always shut down.
+
+Lifecycle: `start()` launches QEMU with the argv from `qemu_argv`;
+`wait_ready()` retries SSH until the guest answers (showing the serial log if
+it does not); `shutdown()` asks QMP to quit, then SIGTERM, then SIGKILL.  As a
+context manager the VM is started and ready inside the block and gone after
+it, whatever happens in between.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from uuid import uuid4
+
+from . import cxl
+from .image import GuestImage
+from .process import child_dies_with_parent
+from .qemu_argv import Accel, BootSpec, build_argv
+from .qmp import Monitor, MonitorError
+from .ssh import GuestShell
+from .topology import Topology
+
+AGENT_DIR = Path(__file__).resolve().parent.parent / "guest-agent"
+GUEST_AGENT_PATH = "/opt/llamas-agent"
+SERIAL_TAIL_LINES = 40
+
+
+class BootError(RuntimeError):
+    """The guest did not come up; the message carries the serial log's tail."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class VM:
+    """A guest booted from `image` as machine `topology`."""
+
+    def __init__(self, topology: Topology, image: GuestImage, accel: Accel, *,
+                 kernel: Path | None = None, initrd: Path | None = None, append: str = "",
+                 qemu: str = "qemu-system-x86_64", boot_timeout: float = 180.0,
+                 plugins: tuple[str, ...] = (), tcg_single_thread: bool = False):
+        self.topology, self.image, self.accel = topology, image, accel
+        self.boot_timeout = boot_timeout
+        # A unique name: it tags the QEMU process so leftovers can be found.
+        self.name = f"llamas-{topology.name}-{uuid4().hex[:8]}"
+        self._rundir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        self.spec = BootSpec(
+            kernel=kernel or image.kernel,
+            initrd=initrd if kernel else image.initrd,
+            rootfs=image.rootfs, ssh_port=free_port(), qmp_socket=self._rundir / "qmp.sock",
+            serial_log=self._rundir / "serial.log", accel=accel, name=self.name, append=append, qemu=qemu,
+            plugins=plugins, tcg_single_thread=tcg_single_thread,
+        )
+        self.monitor = Monitor(self.spec.qmp_socket)
+        self.shell = GuestShell(self.spec.ssh_port, image.client_key, image.host_key)
+        self.process: subprocess.Popen | None = None
+        self.boot_seconds: float | None = None
+        self._started_at = 0.0
+
+    # ---- lifecycle -----------------------------------------------------
+
+    @property
+    def rundir(self) -> Path:
+        """Per-VM scratch directory (sockets, logs); removed at shutdown."""
+        return self._rundir
+
+    @property
+    def argv(self) -> list[str]:
+        return build_argv(self.topology, self.spec)
+
+    def start(self) -> None:
+        self._started_at = time.monotonic()
+        self.process = subprocess.Popen(
+            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(self._rundir / "qemu.stderr", "wb"), preexec_fn=child_dies_with_parent,
+        )
+        try:
+            self.monitor.connect(timeout=15, alive=self.alive)
+        except MonitorError as exc:
+            raise BootError(f"{self.name}: {exc}\n{self.qemu_stderr()}") from None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def wait_ready(self) -> float:
+        """Block until SSH answers; return seconds since QEMU started."""
+        try:
+            self.shell.wait_ready(self.boot_timeout, self.alive)
+        except (TimeoutError, ConnectionError) as exc:
+            raise BootError(f"{self.name} did not boot: {exc}\n{self.qemu_stderr()}"
+                            f"--- serial log (last {SERIAL_TAIL_LINES} lines) ---\n{self.serial_tail()}") from None
+        self.boot_seconds = time.monotonic() - self._started_at
+        return self.boot_seconds
+
+    def prepare(self) -> None:
+        """Make the guest the machine its topology describes, and install the agent."""
+        self.install_agent()
+        if self.topology.cxl_nodes:
+            cxl.online_type3_nodes(self.shell, self.topology)
+
+    def install_agent(self) -> None:
+        """Copy the current guest-agent source in: changing the agent never needs an image rebuild."""
+        with tempfile.TemporaryDirectory() as tmp:
+            tarball = Path(tmp) / "agent.tar"
+            subprocess.run(["tar", "-cf", str(tarball), "--exclude=__pycache__", "-C", str(AGENT_DIR), "."],
+                           check=True)
+            self.shell.put(tarball, "/tmp/llamas-agent.tar")
+        self.shell.run(f"rm -rf {GUEST_AGENT_PATH} && mkdir -p {GUEST_AGENT_PATH} && "
+                       f"tar -xf /tmp/llamas-agent.tar -C {GUEST_AGENT_PATH} && rm /tmp/llamas-agent.tar && "
+                       f"ln -sf {GUEST_AGENT_PATH}/bin/llamas-agent /usr/local/bin/llamas-agent")
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop QEMU: QMP quit, then SIGTERM, then SIGKILL. Idempotent."""
+        try:
+            self.shell.close()
+            if self.alive():
+                self.monitor.quit()
+        finally:
+            if self.process is not None:
+                for escalate in (self.process.terminate, self.process.kill):
+                    try:
+                        self.process.wait(timeout=timeout / 2)
+                        break
+                    except subprocess.TimeoutExpired:
+                        escalate()
+                self.process.wait()
+            self.monitor.close()
+            shutil.rmtree(self._rundir, ignore_errors=True)
+
+    def __enter__(self) -> VM:
+        try:
+            self.start()
+            self.wait_ready()
+            self.prepare()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    # ---- diagnostics ---------------------------------------------------
+
+    def serial_tail(self, lines: int = SERIAL_TAIL_LINES) -> str:
+        try:
+            text = self.spec.serial_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return "(no serial output)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def qemu_stderr(self) -> str:
+        path = self._rundir / "qemu.stderr"
+        text = path.read_text(errors="replace").strip() if path.exists() else ""
+        return f"--- QEMU stderr ---\n{text}\n" if text else ""

@@ -1,0 +1,53 @@
+"""Shared fixtures for the testbed's unit tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from testbed import topology as _topology
+from testbed.qemu_argv import BootSpec
+
+
+@pytest.fixture
+def load_topology():
+    """Load a shipped topology by name: `load_topology('dram-cxl')`."""
+
+    def _load(name: str) -> _topology.Topology:
+        return _topology.load(_topology.resolve(name))
+
+    return _load
+
+
+@pytest.fixture
+def write_topology(tmp_path: Path):
+    """Write TOML text to `<tmp>/<name>.toml` and return the path (the name defaults to the stem)."""
+
+    def _write(text: str, name: str = "broken") -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def boot_spec(tmp_path: Path):
+    """Factory for a BootSpec whose files all live under tmp_path; keyword arguments override."""
+
+    def _spec(**overrides) -> BootSpec:
+        fields = dict(
+            kernel=tmp_path / "bzImage",
+            initrd=tmp_path / "initramfs.cpio.gz",
+            rootfs=tmp_path / "rootfs.img",
+            ssh_port=10022,
+            qmp_socket=tmp_path / "qmp.sock",
+            serial_log=tmp_path / "serial.log",
+            accel="tcg",
+            name="unit-test",
+        )
+        fields.update(overrides)
+        return BootSpec(**fields)
+
+    return _spec
