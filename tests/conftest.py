@@ -51,3 +51,43 @@ def boot_spec(tmp_path: Path):
         return BootSpec(**fields)
 
     return _spec
+
+
+# ---- VM fixtures: a real image, a real QEMU ------------------------------
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    """The cached guest image (built on first use; `nox -s tests` builds it up front)."""
+    from rich.console import Console
+
+    from testbed import host, image
+
+    host.ensure()
+    return image.ensure(Console(stderr=True))
+
+
+@pytest.fixture(scope="session")
+def accel(guest_image) -> str:
+    """'kvm' where it really works, else 'tcg'."""
+    from testbed import accel as _accel, host
+
+    return _accel.choose("auto", host.QEMU, guest_image.kernel)[0]
+
+
+@pytest.fixture(scope="module")
+def booted_vm(request, guest_image, accel):
+    """Factory for module-scoped guests: `vm = booted_vm('dram-cxl')`; all shut down after the module."""
+    from testbed.vm import VM
+
+    vms = []
+
+    def _boot(name: str, **kwargs) -> VM:
+        vm = VM(_topology.load(_topology.resolve(name)), guest_image, accel, **kwargs)
+        vms.append(vm)
+        vm.__enter__()
+        return vm
+
+    yield _boot
+    for vm in vms:
+        vm.shutdown()
