@@ -25,7 +25,7 @@ PROBE_TIMEOUT_S = 20.0
 
 def _probe_key(qemu: str, kernel: Path) -> str:
     version = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    facts = f"{version}|{kernel.stat().st_size}|{kernel.stat().st_mtime_ns}|{platform.release()}"
+    facts = f"probe-v2|{version}|{kernel.stat().st_size}|{kernel.stat().st_mtime_ns}|{platform.release()}"
     return hashlib.sha256(facts.encode()).hexdigest()[:16]
 
 
@@ -45,11 +45,19 @@ def _boots_under_kvm(qemu: str, kernel: Path) -> tuple[bool, str]:
                     break
                 seen += chunk
         ok = b"Linux version" in seen
-        reason = "the kernel booted under KVM" if ok else seen.decode(errors="replace").strip()[-300:] or "no output"
-        return ok, reason
+        return ok, "the kernel booted under KVM" if ok else _failure_reason(seen.decode(errors="replace"))
     finally:
         proc.kill()
         proc.wait()
+
+
+def _failure_reason(output: str) -> str:
+    """QEMU's one-line complaint (e.g. 'KVM internal error', 'emulation failure'), not the register dump."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    for line in lines:
+        if "error" in line.lower() or "failure" in line.lower() or "assertion" in line.lower():
+            return line[:200]
+    return lines[-1][:200] if lines else "no output"
 
 
 def kvm_works(qemu: str, kernel: Path) -> tuple[bool, str]:
@@ -74,4 +82,4 @@ def choose(requested: str, qemu: str, kernel: Path) -> tuple[str, str]:
     ok, why = kvm_works(qemu, kernel)
     if requested == "kvm" and not ok:
         raise RuntimeError(f"KVM requested but it does not work here: {why}")
-    return ("kvm", why) if ok else ("tcg", f"KVM unusable: {why.splitlines()[-1][:100] if why else 'no reason'}")
+    return ("kvm", why) if ok else ("tcg", f"KVM unusable: {why}")
