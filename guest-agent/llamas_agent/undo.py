@@ -1,0 +1,53 @@
+"""`undo`: reverse the recorded changes, newest first, and clear the record.
+
+Knobs, CPU affinities and launch policies are restored.  Page moves are not
+recorded: the pages already sit where the hint asked, and moving them back is
+a new hint with its own checks.  A thread that has exited since is skipped and
+reported.
+"""
+
+import os
+
+from .knobs import write_knob
+
+
+def undo(tree, records):
+    """Restore everything in the undo record; return what was done, entry by entry."""
+    entries = records.load(records.undo_path, [])
+    done = []
+    for entry in reversed(entries):
+        try:
+            detail = _UNDO[entry["type"]](tree, records, entry)
+            outcome = {"entry": entry, "status": "restored", "detail": detail}
+        except (OSError, KeyError) as exc:
+            outcome = {"entry": entry, "status": "failed", "detail": str(exc)}
+        done.append(outcome)
+        records.audit(action="undo", **outcome)
+    records.save(records.undo_path, [])
+    return {"undone": done}
+
+
+def _knob(tree, records, entry):
+    write_knob(tree, entry["knob"], entry["previous"])
+
+
+def _affinity(tree, records, entry):
+    gone = []
+    for tid, cpus in entry["previous"].items():
+        try:
+            os.sched_setaffinity(int(tid), set(cpus))
+        except ProcessLookupError:
+            gone.append(int(tid))
+    return {"exited_threads": gone}
+
+
+def _launch(tree, records, entry):
+    launches = records.load(records.launch_path, {})
+    if entry["previous"] is None:
+        launches.pop(entry["name"], None)
+    else:
+        launches[entry["name"]] = entry["previous"]
+    records.save(records.launch_path, launches)
+
+
+_UNDO = {"knob": _knob, "affinity": _affinity, "launch": _launch}

@@ -1,0 +1,165 @@
+"""Checking each (well-formed) hint against the running machine before anything changes.
+
+A hint passes only if applying it cannot reach beyond what it names: a live
+user process that is neither pid 1 nor the agent, nodes that exist and have
+memory, a move that leaves a margin of free memory on the target, an address
+range inside the process's own mappings, CPUs that are online, and a knob
+value this kernel accepts.
+"""
+
+import os
+
+from .knobs import check_value, gather_knobs
+from .machine import gather_nodes
+from .processes import is_kernel_thread, node_usage_kib, parse_maps
+from .syscalls import move_pages
+from .sysfs import parse_cpulist
+
+PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+# Keep this much of a target node free after a move: the larger of a floor and
+# a share of the node, so the kernel's own watermarks and reclaim keep room.
+MARGIN_FLOOR_KIB = 32 * 1024
+MARGIN_FRACTION = 0.05
+LOCATE_BATCH = 16384
+
+
+class Rejected(ValueError):
+    """The hint does not fit the machine; the message says why."""
+
+
+class Context:
+    """What validation reads once per document: nodes, online CPUs, the agent's pid."""
+
+    def __init__(self, tree, agent_pids=None):
+        self.tree = tree
+        self.nodes = {n["id"]: n for n in gather_nodes(tree)}
+        self.online_cpus = set(parse_cpulist(tree.read("sys/devices/system/cpu/online", default="")))
+        self.agent_pids = set(agent_pids if agent_pids is not None else (os.getpid(),))
+
+
+def margin_kib(node):
+    """Free memory a move must leave on `node`."""
+    return max(MARGIN_FLOOR_KIB, int(node["mem_total_kib"] * MARGIN_FRACTION))
+
+
+def check(ctx, hint):
+    """Return a plan (dict of facts apply needs) or raise Rejected."""
+    kind = hint["kind"]
+    if "pid" in hint:
+        _check_pid(ctx, hint["pid"])
+    return _KINDS[kind](ctx, hint)
+
+
+def _check_pid(ctx, pid):
+    if pid == 1:
+        raise Rejected("pid 1 (init) is never a target")
+    if pid in ctx.agent_pids:
+        raise Rejected(f"pid {pid} is the agent itself")
+    kthread = is_kernel_thread(ctx.tree, pid)
+    if kthread is None:
+        raise Rejected(f"no process with pid {pid}")
+    if kthread:
+        raise Rejected(f"pid {pid} is a kernel thread")
+
+
+def _check_memory_nodes(ctx, nodes, what):
+    for n in nodes:
+        if n not in ctx.nodes:
+            raise Rejected(f"{what}: node {n} does not exist (nodes: {sorted(ctx.nodes)})")
+        if ctx.nodes[n]["mem_total_kib"] <= 0:
+            raise Rejected(f"{what}: node {n} has no memory")
+
+
+def _check_fits(ctx, need_kib, to_nodes):
+    """The move must fit in the target nodes' free memory, less their margins."""
+    room = sum(max(0, ctx.nodes[n]["mem_free_kib"] - margin_kib(ctx.nodes[n])) for n in to_nodes)
+    if need_kib > room:
+        raise Rejected(f"move of {need_kib} KiB does not fit: nodes {sorted(to_nodes)} have {room} KiB "
+                       f"free beyond their safety margin")
+
+
+def _migrate(ctx, hint):
+    src, dst = hint["from_nodes"], hint["to_nodes"]
+    _check_memory_nodes(ctx, src, "from_nodes")
+    _check_memory_nodes(ctx, dst, "to_nodes")
+    if set(src) & set(dst):
+        raise Rejected("from_nodes and to_nodes overlap")
+    usage = node_usage_kib(ctx.tree, hint["pid"]) or {}
+    need = sum(usage.get(n, 0) for n in src)
+    _check_fits(ctx, need, dst)
+    return {"need_kib": need, "before_kib": usage}
+
+
+def _covered(maps, start, end):
+    """True when [start, end) lies inside the union of the mappings."""
+    pos = start
+    for lo, hi, _, _ in sorted(maps):
+        if lo <= pos < hi:
+            pos = hi
+            if pos >= end:
+                return True
+    return False
+
+
+def page_addresses(start, length):
+    """Page-aligned addresses covering [start, start+length)."""
+    first = start - start % PAGE
+    return list(range(first, start + length, PAGE))
+
+
+def locate(pid, addresses):
+    """Node (or -errno) of each page, in batches so one call stays bounded."""
+    out = []
+    for i in range(0, len(addresses), LOCATE_BATCH):
+        out.extend(move_pages(pid, addresses[i:i + LOCATE_BATCH]))
+    return out
+
+
+def _move_range(ctx, hint):
+    pid, start, length, node = hint["pid"], hint["start"], hint["length"], hint["to_node"]
+    _check_memory_nodes(ctx, [node], "to_node")
+    maps = parse_maps(ctx.tree.read("proc", str(pid), "maps", default="") or "")
+    if not _covered(maps, start, start + length):
+        raise Rejected(f"range 0x{start:x}+0x{length:x} is not inside pid {pid}'s mappings (/proc/{pid}/maps)")
+    addresses = page_addresses(start, length)
+    try:
+        where = locate(pid, addresses)
+    except OSError as exc:
+        raise Rejected(f"cannot locate pages of pid {pid}: {exc}") from None
+    elsewhere = sum(1 for w in where if w >= 0 and w != node)
+    _check_fits(ctx, elsewhere * PAGE // 1024, [node])
+    return {"addresses": addresses, "before": where}
+
+
+def _set_policy(ctx, hint):
+    _check_memory_nodes(ctx, hint["nodes"], "nodes")
+    if "pid" in hint:
+        # No system call sets another task's policy (set_mempolicy and mbind act
+        # on the caller); refusing is more honest than approximating it.
+        raise Rejected("the kernel offers no interface to set another process's policy for new memory; "
+                       "target a launch name and start the program with `llamas-agent run --as NAME -- CMD`, "
+                       "or use migrate_pages for memory it already has")
+    weights = hint.get("weights")
+    if weights:
+        why = check_value(ctx.tree, "weighted_interleave", weights, set(ctx.nodes))
+        if why:
+            raise Rejected(why)
+    return {}
+
+
+def _set_knob(ctx, hint):
+    why = check_value(ctx.tree, hint["knob"], hint["value"], set(ctx.nodes))
+    if why:
+        raise Rejected(why)
+    return {"previous": gather_knobs(ctx.tree)[hint["knob"]], "value": hint["value"]}
+
+
+def _set_affinity(ctx, hint):
+    offline = sorted(set(hint["cpus"]) - ctx.online_cpus)
+    if offline:
+        raise Rejected(f"CPU(s) {offline} are not online (online: {sorted(ctx.online_cpus)})")
+    return {}
+
+
+_KINDS = {"migrate_pages": _migrate, "move_range": _move_range, "set_policy": _set_policy,
+          "set_knob": _set_knob, "set_affinity": _set_affinity}
