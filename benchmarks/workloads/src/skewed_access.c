@@ -1,0 +1,340 @@
+/*
+ * A skewed random-access kernel (GUPS-like): placement matters when the hot
+ * set is on the slow node.
+ *
+ *   skewed_access size_mib=1024 hot_mib=128 hot_share=0.9 reads=0.95 ops=2000000 seed=1
+ *                 [granule_kib=4] [hot_at=scattered|tail] [wait=PATH] [hotmap=PATH]
+ *
+ * The buffer is cut into granules (pages by default) ranked by popularity
+ * under a Zipf-like law: rank r is picked with weight r^-theta, and theta is
+ * solved so that the top hot_mib of granules get hot_share of the operations
+ * (hot_share = hot_mib/size_mib means uniform).  Sampling uses an alias table
+ * over log-spaced rank buckets (uniform inside a bucket), so an operation
+ * costs a few integer instructions and touches no memory but the small table
+ * and its target line: the measured traffic is the workload's own.
+ *
+ * hot_at=scattered spreads the ranks over the buffer with a seeded affine
+ * permutation; hot_at=tail puts the hottest granules at the end of the
+ * buffer, which first touch (in address order) fills last, i.e. onto the slow
+ * node when the fast one is full.
+ *
+ * Phases: allocate and touch every page in address order (first touch
+ * decides placement); write the hot granules' addresses to `hotmap` if asked
+ * (rank order, one hex address per line); if `wait` is given, print
+ * `ready pid=N` and wait until that file exists (the harness places or
+ * advises meanwhile); then the timed loop of `ops` operations.  A read loads
+ * one 8-byte word of a random line of the chosen granule, a write stores one.
+ * Prints one line of key=value pairs, e.g.
+ *   workload=skewed_access ops=2000000 seconds=1.23 ops_per_s=1626016.3 ...
+ * Built static on the host (the guest has no compiler).
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE 64
+#define MIB (1024UL * 1024UL)
+#define BUCKET_GROWTH 1.02
+
+struct options {
+    unsigned long size_mib, hot_mib, granule_kib, ops, seed;
+    double hot_share, reads;
+    int tail;
+    const char *wait, *hotmap;
+};
+
+struct bucket { uint64_t start, count; double mass; };
+
+struct sampler {
+    size_t n;                /* buckets */
+    struct bucket *buckets;
+    uint64_t *threshold;     /* alias method: keep bucket i if draw < threshold[i] */
+    uint32_t *alias;
+};
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "skewed_access: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(2);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static uint64_t next(uint64_t *s) /* xorshift64* */
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return *s * 0x2545f4914f6cdd1dULL;
+}
+
+static void parse(int argc, char **argv, struct options *o)
+{
+    *o = (struct options){1024, 128, 4, 1000000, 1, 0.9, 1.0, 0, NULL, NULL};
+    for (int i = 1; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        if (!eq) {
+            die("argument %s is not key=value", argv[i]);
+        }
+        *eq = '\0';
+        const char *k = argv[i], *v = eq + 1;
+        char *end;
+        errno = 0;
+        if (!strcmp(k, "wait")) { o->wait = v; continue; }
+        if (!strcmp(k, "hotmap")) { o->hotmap = v; continue; }
+        if (!strcmp(k, "hot_at")) {
+            if (strcmp(v, "tail") && strcmp(v, "scattered")) {
+                die("hot_at=%s: want tail or scattered", v);
+            }
+            o->tail = !strcmp(v, "tail");
+            continue;
+        }
+        if (!strcmp(k, "hot_share") || !strcmp(k, "reads")) {
+            double d = strtod(v, &end);
+            if (*end || errno || d < 0 || d > 1) {
+                die("%s wants a fraction in 0..1", k);
+            }
+            *(!strcmp(k, "reads") ? &o->reads : &o->hot_share) = d;
+            continue;
+        }
+        unsigned long *field = !strcmp(k, "size_mib") ? &o->size_mib : !strcmp(k, "hot_mib") ? &o->hot_mib
+                             : !strcmp(k, "granule_kib") ? &o->granule_kib : !strcmp(k, "ops") ? &o->ops
+                             : !strcmp(k, "seed") ? &o->seed : NULL;
+        if (!field) {
+            die("unknown option %s", k);
+        }
+        *field = strtoul(v, &end, 10);
+        if (*end || errno || !*v || *v == '-') {
+            die("%s wants a whole number", k);
+        }
+    }
+    if (o->size_mib == 0 || o->hot_mib == 0 || o->hot_mib > o->size_mib) {
+        die("%s", "need 0 < hot_mib <= size_mib");
+    }
+    if (o->granule_kib == 0 || (o->size_mib * 1024) % o->granule_kib || (o->hot_mib * 1024) % o->granule_kib) {
+        die("%s", "granule_kib must divide hot_mib and size_mib");
+    }
+    if (o->hot_share < (double)o->hot_mib / o->size_mib || (o->hot_share >= 1 && o->hot_mib < o->size_mib)) {
+        die("%s", "hot_share must lie in [hot_mib/size_mib, 1)");
+    }
+}
+
+/* Zipf mass of ranks [a, b) (1-based), by the integral of x^-theta over [a-1/2, b-1/2). */
+static double mass(double a, double b, double theta)
+{
+    a -= 0.5;
+    b -= 0.5;
+    if (fabs(theta - 1) < 1e-9) {
+        return log(b / a);
+    }
+    return (pow(b, 1 - theta) - pow(a, 1 - theta)) / (1 - theta);
+}
+
+/* Buckets with log-spaced rank bounds, one bound exactly at the hot set's edge. */
+static size_t make_buckets(uint64_t n, uint64_t hot, struct bucket **out)
+{
+    size_t cap = 64, len = 0;
+    struct bucket *b = malloc(cap * sizeof(*b));
+    uint64_t start = 0;
+    double edge = 1;
+    while (start < n) {
+        while ((uint64_t)edge <= start) {
+            edge *= BUCKET_GROWTH;
+        }
+        uint64_t end = (uint64_t)edge;
+        if (start < hot && end > hot) {
+            end = hot;
+        }
+        if (end > n) {
+            end = n;
+        }
+        if (len == cap) {
+            b = realloc(b, (cap *= 2) * sizeof(*b));
+        }
+        b[len++] = (struct bucket){start, end - start, 0};
+        start = end;
+    }
+    *out = b;
+    return len;
+}
+
+static double hot_mass(const struct bucket *b, size_t n, uint64_t hot, double theta)
+{
+    double all = 0, in = 0;
+    for (size_t i = 0; i < n; i++) {
+        double m = mass(b[i].start + 1, b[i].start + b[i].count + 1, theta);
+        all += m;
+        if (b[i].start < hot) {
+            in += m;
+        }
+    }
+    return in / all;
+}
+
+/* theta in [0, 20] giving the hot set `share` of the mass; the share grows with theta. */
+static double solve_theta(const struct bucket *b, size_t n, uint64_t hot, double share)
+{
+    double lo = 0, hi = 20;
+    if (hot_mass(b, n, hot, lo) >= share) {
+        return 0;
+    }
+    for (int i = 0; i < 60; i++) {
+        double mid = (lo + hi) / 2;
+        *(hot_mass(b, n, hot, mid) < share ? &lo : &hi) = mid;
+    }
+    return (lo + hi) / 2;
+}
+
+/* Vose's alias method over the buckets' masses. */
+static void make_alias(struct sampler *s, double theta)
+{
+    size_t n = s->n, small = 0, large = 0;
+    double total = 0, *p = malloc(n * sizeof(*p));
+    uint32_t *lo = malloc(n * sizeof(*lo)), *hi = malloc(n * sizeof(*hi));
+    for (size_t i = 0; i < n; i++) {
+        s->buckets[i].mass = mass(s->buckets[i].start + 1, s->buckets[i].start + s->buckets[i].count + 1, theta);
+        total += s->buckets[i].mass;
+    }
+    for (size_t i = 0; i < n; i++) {
+        s->buckets[i].mass /= total;
+        p[i] = s->buckets[i].mass * n;
+        if (p[i] < 1) lo[small++] = i; else hi[large++] = i;
+    }
+    s->threshold = malloc(n * sizeof(*s->threshold));
+    s->alias = malloc(n * sizeof(*s->alias));
+    while (small && large) {
+        uint32_t l = lo[--small], g = hi[--large];
+        s->threshold[l] = (uint64_t)(p[l] * 18446744073709551615.0);
+        s->alias[l] = g;
+        p[g] -= 1 - p[l];
+        if (p[g] < 1) lo[small++] = g; else hi[large++] = g;
+    }
+    while (large) { uint32_t g = hi[--large]; s->threshold[g] = UINT64_MAX; s->alias[g] = g; }
+    while (small) { uint32_t l = lo[--small]; s->threshold[l] = UINT64_MAX; s->alias[l] = l; }
+    free(p);
+    free(lo);
+    free(hi);
+}
+
+static uint64_t sample_rank(const struct sampler *s, uint64_t *rng)
+{
+    uint64_t i = next(rng) % s->n;
+    if (next(rng) > s->threshold[i]) {
+        i = s->alias[i];
+    }
+    return s->buckets[i].start + next(rng) % s->buckets[i].count;
+}
+
+static uint64_t gcd(uint64_t a, uint64_t b)
+{
+    while (b) { uint64_t t = a % b; a = b; b = t; }
+    return a;
+}
+
+/* rank -> granule: a bijection, seeded (scattered) or hottest last (tail). */
+struct layout { uint64_t n, mul, add; int tail; };
+
+static uint64_t granule_of(const struct layout *l, uint64_t rank)
+{
+    return l->tail ? l->n - 1 - rank : (rank * l->mul + l->add) % l->n;
+}
+
+static struct layout make_layout(uint64_t n, int tail, uint64_t *rng)
+{
+    struct layout l = {n, 1, 0, tail};
+    if (!tail && n > 1) {
+        do { l.mul = next(rng) % n; } while (l.mul == 0 || gcd(l.mul, n) != 1);
+        l.add = next(rng) % n;
+    }
+    return l;
+}
+
+static void write_hotmap(const char *path, char *buf, const struct layout *l, uint64_t hot, size_t granule)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        die("cannot write hotmap %s", path);
+    }
+    for (uint64_t r = 0; r < hot; r++) {
+        fprintf(f, "%p\n", (void *)(buf + granule_of(l, r) * granule));
+    }
+    fclose(f);
+}
+
+static void wait_for(const char *path)
+{
+    printf("ready pid=%d\n", (int)getpid());
+    fflush(stdout);
+    while (access(path, F_OK) != 0) {
+        usleep(10000);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    struct options o;
+    parse(argc, argv, &o);
+    size_t granule = o.granule_kib * 1024, size = o.size_mib * MIB;
+    uint64_t n = size / granule, hot = o.hot_mib * MIB / granule, lines = granule / LINE;
+    uint64_t rng = o.seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
+
+    struct sampler s = {0};
+    s.n = make_buckets(n, hot, &s.buckets);
+    double theta = o.hot_share * o.size_mib <= o.hot_mib ? 0 : solve_theta(s.buckets, s.n, hot, o.hot_share);
+    make_alias(&s, theta);
+    double expected = 0;
+    for (size_t i = 0; i < s.n && s.buckets[i].start < hot; i++) {
+        expected += s.buckets[i].mass;
+    }
+    struct layout l = make_layout(n, o.tail, &rng);
+
+    char *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buf == MAP_FAILED) {
+        die("cannot map the buffer: %s", strerror(errno));
+    }
+    double t0 = now_s();
+    for (size_t off = 0; off < size; off += 4096) { /* first touch, in address order */
+        buf[off] = 1;
+    }
+    double init_s = now_s() - t0;
+    if (o.hotmap) {
+        write_hotmap(o.hotmap, buf, &l, hot, granule);
+    }
+    if (o.wait) {
+        wait_for(o.wait);
+    }
+
+    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, sum = 0;
+    t0 = now_s();
+    for (uint64_t i = 0; i < o.ops; i++) {
+        uint64_t rank = sample_rank(&s, &rng);
+        uint64_t *word = (uint64_t *)(buf + granule_of(&l, rank) * granule + (next(&rng) % lines) * LINE);
+        hot_ops += rank < hot;
+        if (o.reads >= 1 || next(&rng) < read_cut) {
+            sum += *(volatile uint64_t *)word;
+            reads++;
+        } else {
+            *(volatile uint64_t *)word = i;
+        }
+    }
+    double seconds = now_s() - t0;
+    printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu "
+           "hot_share=%.5f expected_hot_share=%.5f theta=%.4f init_s=%.3f size_mib=%lu hot_mib=%lu "
+           "granule_kib=%lu seed=%lu checksum=%lu\n",
+           o.ops, seconds, o.ops / seconds, reads, o.ops - reads, hot_ops, (double)hot_ops / o.ops,
+           expected, theta, init_s, o.size_mib, o.hot_mib, o.granule_kib, o.seed, sum);
+    return 0;
+}

@@ -1,0 +1,1 @@
+"""The evaluation harness: matrices of topology x workload x policy, results, summaries, plots, manifests."""

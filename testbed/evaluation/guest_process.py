@@ -1,0 +1,100 @@
+"""A workload process in the guest, run in the background so the harness can act while it lives.
+
+`start()` launches a command detached from the SSH session, its output and
+exit status going to files under /tmp; with a gate it returns once the
+program printed `ready pid=N` (set-up done, timed phase not begun), so the
+harness can read its placement, gather state, advise or move pages, then
+`release()` it.  `finish()` waits for the exit and returns the output.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass
+
+from ..ssh import GuestShell
+from .workload import ready_pid
+
+POLL_S = 0.2
+
+
+class GuestProcessError(RuntimeError):
+    """The workload died, failed, or outran its time."""
+
+
+@dataclass
+class GuestProcess:
+    """One background workload: its files in the guest and, once known, its pid."""
+
+    shell: GuestShell
+    tag: str
+    pid: int | None = None
+
+    @property
+    def out(self) -> str:
+        return f"/tmp/llamas-{self.tag}.out"
+
+    @property
+    def rc(self) -> str:
+        return f"/tmp/llamas-{self.tag}.rc"
+
+    @property
+    def gate(self) -> str:
+        return f"/tmp/llamas-{self.tag}.go"
+
+    def output(self) -> str:
+        return self.shell.run(f"cat {self.out} 2>/dev/null || true").stdout
+
+    def exit_status(self) -> int | None:
+        text = self.shell.run(f"cat {self.rc} 2>/dev/null || true").stdout.strip()
+        return int(text) if text else None
+
+
+def start(proc: GuestProcess, command: str, gated: bool, timeout: float = 600) -> GuestProcess:
+    """Launch `command` (a shell line) in the background; return `proc`.
+
+    For a gated start the command must carry the workload's wait option with
+    `proc.gate` (`Workload.command(..., wait=proc.gate)`); start then blocks
+    until the program reports ready, and `proc.pid` is known.
+    """
+    shell = proc.shell
+    shell.run(f"rm -f {proc.out} {proc.rc} {proc.gate}")
+    wrapped = f"{command} > {proc.out} 2>&1; echo $? > {proc.rc}"
+    shell.run(f"setsid sh -c {shlex.quote(wrapped)} < /dev/null > /dev/null 2>&1 &")
+    if gated:
+        _wait_ready(proc, timeout)
+    return proc
+
+
+def _wait_ready(proc: GuestProcess, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.pid = ready_pid(proc.output())
+        if proc.pid is not None:
+            return
+        status = proc.exit_status()
+        if status is not None:
+            raise GuestProcessError(f"{proc.tag} exited with status {status} before it was ready:\n{proc.output()}")
+        time.sleep(POLL_S)
+    raise GuestProcessError(f"{proc.tag} was not ready after {timeout:.0f} s:\n{proc.output()[-2000:]}")
+
+
+def release(proc: GuestProcess) -> None:
+    """Let a gated program begin its timed phase."""
+    proc.shell.run(f"touch {proc.gate}")
+
+
+def finish(proc: GuestProcess, timeout: float) -> str:
+    """Wait for the exit; return the output, or raise with it on a failure or a timeout (the process is killed)."""
+    deadline = time.monotonic() + timeout
+    while (status := proc.exit_status()) is None:
+        if time.monotonic() > deadline:
+            if proc.pid is not None:
+                proc.shell.run(f"kill -9 {proc.pid}", check=False)
+            raise GuestProcessError(f"{proc.tag} still running after {timeout:.0f} s:\n{proc.output()[-2000:]}")
+        time.sleep(POLL_S)
+    output = proc.output()
+    if status != 0:
+        raise GuestProcessError(f"{proc.tag} exited with status {status}:\n{output[-2000:]}")
+    return output

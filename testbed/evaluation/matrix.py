@@ -1,0 +1,184 @@
+"""Evaluation matrices as data: `benchmarks/matrices/*.toml` -> the ordered list of runs.
+
+A matrix names topologies, workloads (with optional parameter overrides),
+policies, repeats, the latency mode and seeds.  Every name is checked when
+the file loads (topologies and workloads are loaded and validated too), so a
+typo never costs a boot; errors name file, field and value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
+
+from .. import topology as _topology
+from . import datafile
+from . import workload as _workload
+
+MATRIX_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "matrices"
+
+Policy = Literal["default", "interleave", "kernel-tiering", "damon", "llm", "oracle"]
+POLICIES: tuple[str, ...] = Policy.__args__
+LatencyMode = Literal["advertised", "emulated"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WorkloadRef(_Strict):
+    """A workload by name, with parameters that override its file's defaults."""
+
+    name: str
+    params: dict[str, _workload.Param] = Field(default_factory=dict)
+
+
+class LlmOptions(_Strict):
+    """How the `llm` policy asks: once before the timed phase (every_s = 0) or every N seconds during it."""
+
+    every_s: float = Field(default=0, ge=0)
+    damon_s: float | None = Field(default=None, gt=0, description="let DAMON watch this long before gathering")
+
+
+@dataclass(frozen=True, order=True)
+class RunKey:
+    """One cell of the matrix: what one run measures."""
+
+    topology: str
+    repeat: int
+    workload: str
+    policy: str
+    seed: int
+
+
+class Matrix(_Strict):
+    """A whole evaluation. Build with `load()` or `from_text()`, which check names against the files."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    topologies: list[str] = Field(min_length=1)
+    workloads: list[str | WorkloadRef] = Field(min_length=1)
+    policies: list[Policy] = Field(min_length=1)
+    repeats: int = Field(default=3, ge=1, le=100)
+    latency: LatencyMode = "emulated"
+    seed: int = Field(default=1, ge=0, description="repeat r runs with seed + r unless `seeds` is given")
+    seeds: list[int] | None = Field(default=None, description="one seed per repeat")
+    fast_node_free_mib: int | None = Field(
+        default=None, gt=0, description="fill the fastest node so only this much stays free: a small "
+        "working set then exceeds it (keeps TCG runs short)")
+    llm: LlmOptions = Field(default_factory=LlmOptions)
+    _text: str = PrivateAttr(default="")
+    _origin: str = PrivateAttr(default="")
+
+    @field_validator("workloads")
+    @classmethod
+    def _as_refs(cls, value: list[str | WorkloadRef]) -> list[WorkloadRef]:
+        return [WorkloadRef(name=v) if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Matrix:
+        for field, names in (("topologies", self.topologies), ("policies", self.policies),
+                             ("workloads", [w.name for w in self.workloads])):
+            for i, name in enumerate(names):
+                if name in names[:i]:
+                    raise ValueError(f"{field}[{i}]={name!r} is listed twice")
+        if self.seeds is not None and len(self.seeds) != self.repeats:
+            raise ValueError(f"seeds={self.seeds} has {len(self.seeds)} entries but repeats={self.repeats}")
+        return self
+
+    # ---- derived ---------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The TOML this matrix was read from (kept for manifests and --rerun)."""
+        return self._text
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    def seed_of(self, repeat: int) -> int:
+        return self.seeds[repeat] if self.seeds is not None else self.seed + repeat
+
+    def workload(self, name: str) -> _workload.Workload:
+        return _workload.load(_workload.resolve(name))
+
+    def params_of(self, name: str) -> dict[str, _workload.Param]:
+        return next(w.params for w in self.workloads if w.name == name)
+
+    def topology(self, name: str) -> _topology.Topology:
+        return _topology.load(_topology.resolve(name))
+
+    def runs(self) -> list[RunKey]:
+        """Every run in order: per topology (one boot), per repeat, per workload, every policy in turn.
+
+        Policies alternate inside a repeat, and share its seed, so slow drift of
+        the host hits them alike and each repeat is a paired comparison.
+        """
+        return [RunKey(t, r, w.name, p, self.seed_of(r))
+                for t in self.topologies for r in range(self.repeats) for w in self.workloads for p in self.policies]
+
+
+def _check_files(origin: str, matrix: Matrix) -> None:
+    """Load every topology and workload the matrix names; raise naming the field on the first failure."""
+    for i, name in enumerate(matrix.topologies):
+        try:
+            topo = matrix.topology(name)
+        except _topology.TopologyError as exc:
+            raise datafile.DataFileError(f"{origin}: topologies[{i}]: {name!r}: {exc}") from None
+        if matrix.latency == "emulated" and not any(topo.best_hmat(n) for n in topo.nodes):
+            raise datafile.DataFileError(f"{origin}: topologies[{i}]: {name!r} has no HMAT latencies, which "
+                                         "latency = 'emulated' needs (or set latency = 'advertised')")
+    for i, ref in enumerate(matrix.workloads):
+        try:
+            loaded = matrix.workload(ref.name)
+        except datafile.DataFileError as exc:
+            raise datafile.DataFileError(f"{origin}: workloads[{i}]: {ref.name!r}: {exc}") from None
+        for key in ref.params:
+            if key not in loaded.params:
+                raise datafile.DataFileError(
+                    f"{origin}: workloads[{i}].params.{key}: workload {ref.name!r} has no such parameter "
+                    f"(got {ref.params[key]!r}; parameters: {', '.join(sorted(loaded.params))})")
+
+
+def from_text(text: str, origin: str | Path, name: str | None = None) -> Matrix:
+    """A matrix from TOML text; `origin` (its file, or a manifest) names it in errors.
+
+    The name defaults to `name`, else to the stem of a .toml origin (which it must then match).
+    """
+    origin = Path(origin)
+    data = datafile.parse(text, origin)
+    if name is not None:
+        data.setdefault("name", name)
+    elif origin.suffix == ".toml":
+        data = datafile.named(origin, data)
+    matrix = datafile.validate(origin, Matrix, data)
+    _check_files(str(origin), matrix)
+    matrix._text, matrix._origin = text, str(origin)
+    return matrix
+
+
+def resolve(name_or_path: str) -> Path:
+    """Map 'default' or a path to a matrix file."""
+    return datafile.resolve(name_or_path, MATRIX_DIR)
+
+
+def available() -> list[str]:
+    """Names of the shipped matrices."""
+    return datafile.available(MATRIX_DIR)
+
+
+def load(path: str | Path) -> Matrix:
+    """Parse and validate a matrix file and everything it names."""
+    path = Path(path)
+    return from_text(datafile.read_text(path, "matrix"), path)

@@ -1,0 +1,94 @@
+"""PNG plots of an evaluation: throughput per policy per topology, and which node served the traffic.
+
+Figures are built with matplotlib's object API (no pyplot, no global
+state), so they can be inspected in tests and saved without a display.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from .results import Run
+from .summary import Row
+
+THROUGHPUT_PNG, NODE_SHARE_PNG = "throughput.png", "node-share.png"
+BAR_SPAN = 0.8  # of each group's width on the x axis
+
+
+def _ordered(values) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def throughput(rows: list[Row]) -> Figure:
+    """One panel per topology: per workload a group of bars, one per policy (median, min..max whiskers)."""
+    topologies = _ordered(r.topology for r in rows)
+    policies = _ordered(r.policy for r in rows)
+    fig = Figure(figsize=(max(6, 3 + 1.2 * len(policies)), 3.5 * len(topologies)), layout="constrained")
+    axes = fig.subplots(len(topologies), 1, squeeze=False)[:, 0]
+    width = BAR_SPAN / len(policies)
+    for ax, topo in zip(axes, topologies):
+        mine = [r for r in rows if r.topology == topo]
+        workloads = _ordered(r.workload for r in mine)
+        for k, policy in enumerate(policies):
+            cells = [next((r for r in mine if r.workload == w and r.policy == policy), None) for w in workloads]
+            xs = [i - BAR_SPAN / 2 + (k + 0.5) * width for i in range(len(workloads))]
+            heights = [c.median if c and c.median is not None else 0.0 for c in cells]
+            low = [h - c.minimum if c and c.minimum is not None else 0.0 for h, c in zip(heights, cells)]
+            high = [c.maximum - h if c and c.maximum is not None else 0.0 for h, c in zip(heights, cells)]
+            ax.bar(xs, heights, width, yerr=[low, high], capsize=3, label=policy)
+        ax.set_xticks(range(len(workloads)), workloads)
+        ax.set_title(topo)
+        ax.set_ylabel(mine[0].figure if mine else "")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
+    return fig
+
+
+def _pooled_share(runs: list[Run]) -> dict[int, float]:
+    """Share of misses per node, pooled over the runs (so shares still sum to 1)."""
+    totals: dict[int, int] = {}
+    for run in runs:
+        for node, c in run.counters.items():
+            if node >= 0:
+                totals[node] = totals.get(node, 0) + c.misses
+    whole = sum(totals.values())
+    return {n: v / whole for n, v in sorted(totals.items())} if whole else {}
+
+
+def node_share(runs: list[Run]) -> Figure:
+    """One panel per topology and workload: per policy a stacked bar of the share of misses each node served."""
+    runs = [r for r in runs if r.ok and r.counters]
+    panels = _ordered((r.topology, r.workload) for r in runs)
+    fig = Figure(figsize=(7, 3 * max(1, len(panels))), layout="constrained")
+    axes = fig.subplots(max(1, len(panels)), 1, squeeze=False)[:, 0]
+    for ax, (topo, workload) in zip(axes, panels):
+        mine = [r for r in runs if r.topology == topo and r.workload == workload]
+        policies = _ordered(r.policy for r in mine)
+        shares = [_pooled_share([r for r in mine if r.policy == p]) for p in policies]
+        nodes = sorted({n for s in shares for n in s})
+        bottom = [0.0] * len(policies)
+        for node in nodes:
+            heights = [s.get(node, 0.0) for s in shares]
+            ax.bar(policies, heights, BAR_SPAN, bottom=bottom, label=f"node {node}")
+            bottom = [b + h for b, h in zip(bottom, heights)]
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("share of memory accesses")
+        ax.set_title(f"{topo}: {workload}")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def write(directory: Path, rows: list[Row], runs: list[Run]) -> list[Path]:
+    """Save both plots as PNG into `directory`; return their paths (the node plot only if counters exist)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    figures = [(THROUGHPUT_PNG, throughput(rows))]
+    if any(r.counters for r in runs):
+        figures.append((NODE_SHARE_PNG, node_share(runs)))
+    for name, fig in figures:
+        fig.savefig(directory / name, dpi=110)
+        written.append(directory / name)
+    return written

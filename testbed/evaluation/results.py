@@ -1,0 +1,170 @@
+"""Typed results of an evaluation: one `Run` per matrix cell, written to results.json and results.csv.
+
+results.json is the process boundary (`json_schema()` describes it);
+results.csv holds the same runs flattened, one row each, for spreadsheets:
+figures as `figure.NAME`, the plugin's counters as `counters.NODE.FIELD`
+(node -1: addresses outside every node's range), durations as
+`duration.NAME`.  Both files are rewritten atomically after every run, so an
+interrupted evaluation keeps every finished run.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..latency.control import Counters
+
+SCHEMA_VERSION = 1
+JSON_NAME, CSV_NAME = "results.json", "results.csv"
+_BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "primary",
+                 "hints_applied", "hints_rejected", "slept_ns", "started_at")
+
+
+class NodeCounters(BaseModel):
+    """The latency plugin's counters for one node over one run (see testbed.latency.control)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    accesses: int = 0
+    reads: int = 0
+    writes: int = 0
+    misses: int = 0
+    read_misses: int = 0
+    write_misses: int = 0
+    delay_ns: int = 0
+
+
+class Run(BaseModel):
+    """One run: which cell, what it measured, which node served it, what the advice did, how long it took."""
+
+    model_config = ConfigDict(extra="forbid")
+    topology: str
+    workload: str
+    policy: str
+    repeat: int = Field(ge=0)
+    seed: int
+    ok: bool = True
+    error: str | None = None
+    primary: str = Field(default="ops_per_s", description="the headline figure's name")
+    figures: dict[str, float] = Field(default_factory=dict)
+    counters: dict[int, NodeCounters] = Field(default_factory=dict, description="per node; -1 = outside")
+    slept_ns: int = 0
+    hints_applied: int = 0
+    hints_rejected: int = 0
+    durations: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
+    started_at: str = ""
+
+    @property
+    def value(self) -> float | None:
+        """The headline figure, None when the run failed or lacks it."""
+        return self.figures.get(self.primary) if self.ok else None
+
+    def set_counters(self, counters: Counters) -> None:
+        """Take the per-node counters and sleep total from a plugin snapshot."""
+        self.counters = {node: NodeCounters(**fields) for node, fields in counters.nodes.items()}
+        self.slept_ns = counters.slept_ns
+
+    def node_share(self, field: str = "misses") -> dict[int, float]:
+        """Share of `field` (misses: memory traffic; accesses: all) served by each node, outside excluded."""
+        counts = {n: getattr(c, field) for n, c in self.counters.items() if n >= 0}
+        total = sum(counts.values())
+        return {n: v / total for n, v in sorted(counts.items())} if total else {}
+
+
+class Results(BaseModel):
+    """The results.json document."""
+
+    model_config = ConfigDict(extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    runs: list[Run] = Field(default_factory=list)
+
+
+def json_schema() -> dict:
+    """JSON schema of results.json."""
+    return Results.model_json_schema()
+
+
+# ---- CSV ------------------------------------------------------------------
+
+
+def _columns(runs: list[Run]) -> list[str]:
+    figures = sorted({k for r in runs for k in r.figures})
+    nodes = sorted({n for r in runs for n in r.counters})
+    durations = sorted({k for r in runs for k in r.durations})
+    return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
+            *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
+            *(f"duration.{k}" for k in durations)]
+
+
+def _row(run: Run) -> dict[str, str]:
+    row = {c: "" if getattr(run, c) is None else str(getattr(run, c)) for c in _BASE_COLUMNS}
+    row |= {f"figure.{k}": repr(v) for k, v in run.figures.items()}
+    row |= {f"counters.{n}.{f}": str(v) for n, c in run.counters.items() for f, v in c.model_dump().items()}
+    row |= {f"duration.{k}": repr(v) for k, v in run.durations.items()}
+    return row
+
+
+def to_csv(runs: list[Run]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=_columns(runs), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(_row(r) for r in runs)
+    return out.getvalue()
+
+
+def _from_row(row: dict[str, str]) -> Run:
+    data: dict = {"figures": {}, "counters": {}, "durations": {}}
+    for column, cell in row.items():
+        if cell == "":
+            continue
+        kind, _, rest = column.partition(".")
+        if kind == "figure":
+            data["figures"][rest] = float(cell)
+        elif kind == "duration":
+            data["durations"][rest] = float(cell)
+        elif kind == "counters":
+            node, _, field = rest.rpartition(".")
+            data["counters"].setdefault(int(node), {})[field] = int(cell)
+        else:
+            data[column] = cell == "True" if column == "ok" else cell
+    return Run.model_validate(data)
+
+
+def from_csv(text: str) -> list[Run]:
+    return [_from_row(row) for row in csv.DictReader(io.StringIO(text))]
+
+
+# ---- files ----------------------------------------------------------------
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write(directory: Path, runs: list[Run]) -> None:
+    """Write results.json and results.csv into `directory` (created if missing)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _atomic_write(directory / JSON_NAME, Results(runs=runs).model_dump_json(indent=2) + "\n")
+    _atomic_write(directory / CSV_NAME, to_csv(runs))
+
+
+def read(path: Path) -> list[Run]:
+    """Runs from a results.json or results.csv file, or from the results.json in a directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / JSON_NAME
+    text = path.read_text()
+    if path.suffix == ".csv":
+        return from_csv(text)
+    document = Results.model_validate(json.loads(text))
+    if document.schema_version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {document.schema_version}, this testbed reads {SCHEMA_VERSION}")
+    return document.runs

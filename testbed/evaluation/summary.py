@@ -1,0 +1,141 @@
+"""Summary tables: per topology, workload and policy, the median headline figure, its spread, and its ratio to `default`.
+
+Spread is given both ways: min..max over the repeats and the interquartile
+range.  `clear` says whether a policy's range lies wholly above or below the
+default's (no overlap): a difference larger than the spread across repeats.
+`fast_share` is the median share of memory traffic (the plugin's misses)
+served by the topology's fastest node.  Ratios are policy median / default
+median, so above 1 is better for throughput-like figures.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from .results import Run
+
+TXT_NAME, CSV_NAME = "summary.txt", "summary.csv"
+BASELINE = "default"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One policy on one workload on one topology."""
+
+    topology: str
+    workload: str
+    policy: str
+    figure: str
+    runs: int
+    failed: int
+    median: float | None
+    minimum: float | None
+    maximum: float | None
+    q1: float | None
+    q3: float | None
+    ratio: float | None
+    clear: str          # "above", "below", "overlap" (against default), or "" (no comparison)
+    fast_share: float | None
+
+
+def quartiles(values: list[float]) -> tuple[float, float]:
+    """First and third quartile (inclusive method; the value itself for one sample)."""
+    if len(values) == 1:
+        return values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
+def _group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+    """Runs per (topology, workload, policy), each component in the order it first appears."""
+    groups: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        groups.setdefault((run.topology, run.workload, run.policy), []).append(run)
+    order = [list(dict.fromkeys(key[i] for key in groups)) for i in range(3)]
+    return dict(sorted(groups.items(), key=lambda kv: tuple(order[i].index(kv[0][i]) for i in range(3))))
+
+
+def _clear(row: Row, base: Row | None) -> str:
+    if base is None or row.policy == BASELINE or row.minimum is None or base.minimum is None:
+        return ""
+    if row.minimum > base.maximum:
+        return "above"
+    if row.maximum < base.minimum:
+        return "below"
+    return "overlap"
+
+
+def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int) -> Row:
+    values = sorted(v for v in (r.value for r in runs) if v is not None)
+    shares = [s[fast_node] for s in (r.node_share() for r in runs if r.ok) if fast_node in s]
+    stats = (statistics.median(values), values[0], values[-1], *quartiles(values)) if values else (None,) * 5
+    return Row(*key, figure=runs[0].primary, runs=len(runs), failed=len(runs) - len(values),
+               median=stats[0], minimum=stats[1], maximum=stats[2], q1=stats[3], q3=stats[4], ratio=None,
+               clear="", fast_share=statistics.median(shares) if shares else None)
+
+
+def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Row]:
+    """Rows grouped by topology, then workload, then policy (each in order of first appearance); `fast_nodes` maps topology -> fastest node (default 0)."""
+    fast_nodes = fast_nodes or {}
+    rows = [_row(key, group, fast_nodes.get(key[0], 0)) for key, group in _group(runs).items()]
+    baseline = {(r.topology, r.workload): r for r in rows if r.policy == BASELINE}
+    out = []
+    for row in rows:
+        base = baseline.get((row.topology, row.workload))
+        ratio = row.median / base.median if base and base.median and row.median is not None else None
+        out.append(Row(**{**asdict(row), "ratio": ratio, "clear": _clear(row, base)}))
+    return out
+
+
+# ---- output ---------------------------------------------------------------
+
+
+def _fmt(value: float | None, digits: int | None = None) -> str:
+    """Large figures as whole numbers with separators, small ones to 4 significant digits."""
+    if value is None:
+        return "-"
+    if digits is not None:
+        return f"{value:.{digits}f}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def table(rows: list[Row], title: str = "evaluation summary") -> Table:
+    """A rich table of the rows."""
+    t = Table(title=title)
+    for name, justify in (("topology", "left"), ("workload", "left"), ("policy", "left"), ("runs", "right"),
+                          ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
+                          ("vs default", "left"), ("fast-node share", "right")):
+        t.add_column(name, justify=justify)
+    for r in rows:
+        runs = f"{r.runs - r.failed}/{r.runs}"
+        t.add_row(r.topology, r.workload, r.policy, runs, _fmt(r.median),
+                  f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
+                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}")
+    return t
+
+
+def to_csv(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(Row.__dataclass_fields__), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in asdict(r).items()} for r in rows)
+    return out.getvalue()
+
+
+def write(directory: Path, rows: list[Row], console: Console | None = None) -> None:
+    """Print the table (if `console`) and write summary.txt (the same table, plain) and summary.csv."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if console is not None:
+        console.print(table(rows))
+    plain = Console(file=io.StringIO(), width=160, color_system=None, record=True)
+    plain.print(table(rows))
+    (directory / TXT_NAME).write_text(plain.export_text())
+    (directory / CSV_NAME).write_text(to_csv(rows))

@@ -1,0 +1,168 @@
+"""Workloads as data: `benchmarks/workloads/*.toml` -> the guest command line and the parsed figures.
+
+A workload file names its program (a C source built static on the host and
+copied in, or an executable already in the image), its arguments with
+`{placeholders}`, default parameters, and the adapter that turns its output
+into figures.  Adding a workload is a file (plus an adapter for a new output
+format), not harness code.
+
+Placeholders: every key of `params`, and the runner's own `{seed}`; the
+optional `wait_arg` and `hotmap_arg` templates take `{path}`.  A program
+given `wait_arg` prints `ready pid=N` after setting up its memory and waits
+for the file to appear before its timed phase, so the harness can advise or
+place pages between the two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import string
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from .. import guest_binary
+from ..ssh import GuestShell
+from . import datafile
+from .adapters import ADAPTERS, AdapterError
+
+WORKLOAD_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "workloads"
+GUEST_BIN = "/usr/local/bin"
+RUNNER_KEYS = frozenset({"seed"})
+Param = int | float | str
+
+_READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
+
+
+class WorkloadError(ValueError):
+    """A workload file that cannot run, or output it cannot read."""
+
+
+def _placeholders(template: str) -> set[str]:
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+
+
+class Workload(BaseModel):
+    """One workload file. Build with `load()`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = Field(min_length=10)
+    source: str | None = Field(default=None, description="C source, relative to the workload file's folder")
+    executable: str | None = Field(default=None, description="a program already in the guest image")
+    args: list[str] = Field(default_factory=list)
+    params: dict[str, Param] = Field(default_factory=dict, description="defaults; a matrix may override them")
+    adapter: str = "keyvalue"
+    primary: str = Field(description="the headline figure, e.g. ops_per_s")
+    higher_is_better: bool = True
+    timeout_s: float = Field(default=1800, gt=0)
+    wait_arg: str | None = Field(default=None, description="e.g. 'wait={path}'")
+    hotmap_arg: str | None = Field(default=None, description="e.g. 'hotmap={path}'")
+    _folder: Path = PrivateAttr(default=WORKLOAD_DIR)  # where `source` is relative to
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Workload:
+        if (self.source is None) == (self.executable is None):
+            raise ValueError("give exactly one of source (a C file) and executable (a guest program), "
+                             f"got source={self.source!r}, executable={self.executable!r}")
+        if self.adapter not in ADAPTERS:
+            raise ValueError(f"adapter {self.adapter!r} is unknown; known: {', '.join(sorted(ADAPTERS))}")
+        for key, value in self.params.items():
+            if key in RUNNER_KEYS:
+                raise ValueError(f"params.{key}={value!r}: {key!r} is set by the runner, not by the workload")
+        for i, arg in enumerate(self.args):
+            unknown = _placeholders(arg) - set(self.params) - RUNNER_KEYS
+            if unknown:
+                raise ValueError(f"args[{i}]={arg!r}: placeholder {{{min(unknown)}}} is neither "
+                                 f"in params nor one of {sorted(RUNNER_KEYS)}")
+        for field in ("wait_arg", "hotmap_arg"):
+            value = getattr(self, field)
+            if value is not None and _placeholders(value) != {"path"}:
+                raise ValueError(f"{field}={value!r} must hold exactly the placeholder {{path}}")
+        return self
+
+    # ---- the guest side --------------------------------------------------
+
+    def source_path(self) -> Path | None:
+        return self._folder / self.source if self.source else None
+
+    def guest_program(self) -> str:
+        """Where the program lives in the guest."""
+        return f"{GUEST_BIN}/{Path(self.source).stem}" if self.source else self.executable
+
+    def install(self, shell: GuestShell) -> str:
+        """Build and copy a C workload into the guest (no-op for an image program); return its guest path."""
+        if self.source:
+            guest_binary.install(shell, self.source_path(), self.guest_program())
+        return self.guest_program()
+
+    def argv(self, seed: int, params: dict[str, Param] | None = None, wait: str | None = None,
+             hotmap: str | None = None) -> list[str]:
+        """The guest command line; `params` override the file's defaults (unknown keys are refused)."""
+        unknown = set(params or {}) - set(self.params)
+        if unknown:
+            raise WorkloadError(f"workload {self.name}: no parameter {min(unknown)!r} "
+                                f"(parameters: {', '.join(sorted(self.params)) or 'none'})")
+        values = {**self.params, **(params or {}), "seed": seed}
+        argv = [self.guest_program(), *(arg.format(**values) for arg in self.args)]
+        for template, path in ((self.wait_arg, wait), (self.hotmap_arg, hotmap)):
+            if path is not None:
+                if template is None:
+                    raise WorkloadError(f"workload {self.name}: the program cannot take {path!r} (no such *_arg)")
+                argv.append(template.format(path=path))
+        return argv
+
+    def command(self, seed: int, prefix: list[str] = (), **kwargs) -> str:
+        """`argv()` as one shell-quoted line, after `prefix` (e.g. numactl options)."""
+        return shlex.join([*prefix, *self.argv(seed, **kwargs)])
+
+    # ---- the output side -------------------------------------------------
+
+    def parse(self, output: str) -> dict[str, float]:
+        """The figures in the program's output; raise WorkloadError without the primary figure."""
+        try:
+            figures = ADAPTERS[self.adapter](output)
+        except AdapterError as exc:
+            raise WorkloadError(f"workload {self.name}: {exc}") from None
+        if self.primary not in figures:
+            raise WorkloadError(f"workload {self.name}: the output has no {self.primary!r} figure "
+                                f"(got {', '.join(sorted(figures))})")
+        return figures
+
+    def digest(self) -> str:
+        """Digest of the workload's definition and its program source: recorded in manifests."""
+        h = hashlib.sha256(self.model_dump_json().encode())
+        if self.source:
+            h.update(self.source_path().read_bytes())
+        return h.hexdigest()
+
+
+def ready_pid(output: str) -> int | None:
+    """The pid from a waiting program's `ready pid=N` line, or None before it prints it."""
+    match = _READY_RE.search(output)
+    return int(match.group(1)) if match else None
+
+
+def resolve(name_or_path: str) -> Path:
+    """Map 'skewed-read' or a path to a workload file."""
+    return datafile.resolve(name_or_path, WORKLOAD_DIR)
+
+
+def available() -> list[str]:
+    """Names of the shipped workloads."""
+    return datafile.available(WORKLOAD_DIR)
+
+
+def load(path: str | Path) -> Workload:
+    """Parse and validate one workload file; errors name file, field and value."""
+    path = Path(path)
+    data = datafile.named(path, datafile.read(path, "workload"))
+    workload = datafile.validate(path, Workload, data)
+    workload._folder = path.resolve().parent
+    if workload.source and not workload.source_path().is_file():
+        raise datafile.DataFileError(f"{path}: source: no such file {workload.source_path()} "
+                                     f"(got {workload.source!r})")
+    return workload

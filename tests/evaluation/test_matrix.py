@@ -1,0 +1,103 @@
+"""Matrix files: the shipped ones load and expand; mistakes are refused naming file, field and value."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.evaluation import matrix
+from testbed.evaluation.datafile import DataFileError
+
+GOOD = """
+topologies = ["dram-cxl", "dram-nvm"]
+workloads = ["skewed-read", { name = "skewed-write", params = { size_mib = 64 } }]
+policies = ["default", "oracle", "llm"]
+repeats = 2
+seed = 10
+"""
+
+
+def test_shipped_matrices_load_and_expand():
+    default = matrix.load(matrix.resolve("default"))
+    runs = default.runs()
+    assert len(runs) == len(default.topologies) * len(default.workloads) * len(default.policies) * default.repeats
+    assert set(default.policies) == set(matrix.POLICIES)
+    tiny = matrix.load(matrix.resolve("tiny"))
+    assert {r.policy for r in tiny.runs()} == {"default", "oracle"}
+
+
+def test_runs_are_topology_major_with_policies_paired_on_a_seed(write_file):
+    m = matrix.load(write_file("mine.toml", GOOD))
+    runs = m.runs()
+    assert len(runs) == 2 * 2 * 3 * 2
+    # one boot per topology: all runs of a topology are contiguous
+    topos = [r.topology for r in runs]
+    assert topos == sorted(topos, key=["dram-cxl", "dram-nvm"].index)
+    # each (topology, repeat, workload) holds every policy once, on one seed = seed + repeat
+    cell = [r for r in runs if (r.topology, r.repeat, r.workload) == ("dram-nvm", 1, "skewed-write")]
+    assert [r.policy for r in cell] == ["default", "oracle", "llm"]
+    assert {r.seed for r in cell} == {11}
+    assert m.params_of("skewed-write") == {"size_mib": 64}
+    assert m.params_of("skewed-read") == {}
+    assert m.name == "mine" and "dram-nvm" in m.text
+
+
+def test_explicit_seeds(write_file):
+    m = matrix.load(write_file("s.toml", GOOD + "seeds = [5, 99]\n"))
+    assert sorted({(r.repeat, r.seed) for r in m.runs()}) == [(0, 5), (1, 99)]
+
+
+@pytest.mark.parametrize("change, field, value", [
+    ('policies = ["default", "magic"]', "policies[1]", "magic"),
+    ('policies = ["default", "default"]', "policies", "default"),
+    ("repeats = 0", "repeats", "0"),
+    ('latency = "felt"', "latency", "felt"),
+    ("seeds = [1, 2, 3]", "seeds", "[1, 2, 3]"),
+    ("bogus = 1", "bogus", "1"),
+    ("llm = { every_s = -5 }", "llm.every_s", "-5"),
+    ("fast_node_free_mib = 0", "fast_node_free_mib", "0"),
+])
+def test_schema_errors_name_file_field_and_value(write_file, change, field, value):
+    key = change.split("=")[0].strip()
+    text = "\n".join(line for line in GOOD.splitlines() if not line.startswith(key + " ")) + "\n" + change + "\n"
+    path = write_file("bad.toml", text)
+    with pytest.raises(DataFileError) as err:
+        matrix.load(path)
+    message = str(err.value)
+    assert str(path) in message and field in message and value in message, message
+
+
+@pytest.mark.parametrize("change, expected", [
+    ('topologies = ["dram-cxl", "no-such-machine"]', ["topologies[1]", "no-such-machine", "no such topology"]),
+    ('workloads = ["skewed-read", "nope"]', ["workloads[1]", "'nope'", "no such workload"]),
+    ('workloads = [{ name = "skewed-read", params = { sise_mib = 1 } }]',
+     ["workloads[0].params.sise_mib", "no such parameter", "size_mib"]),
+    ('topologies = ["cxl-type3"]', ["topologies[0]", "cxl-type3", "no HMAT latencies"]),
+])
+def test_names_are_checked_against_the_files(write_file, change, expected):
+    key = change.split("=")[0].strip()
+    text = "\n".join(line for line in GOOD.splitlines() if not line.startswith(key + " ")) + "\n" + change + "\n"
+    path = write_file("names.toml", text)
+    with pytest.raises(DataFileError) as err:
+        matrix.load(path)
+    for part in [str(path), *expected]:
+        assert part in str(err.value), err.value
+
+
+def test_advertised_mode_accepts_a_machine_without_hmat(write_file):
+    m = matrix.load(write_file("adv.toml", GOOD.replace('"dram-cxl", "dram-nvm"', '"cxl-type3"')
+                               + 'latency = "advertised"\n'))
+    assert m.latency == "advertised" and m.topologies == ["cxl-type3"]
+
+
+def test_file_level_errors(write_file, tmp_path):
+    with pytest.raises(DataFileError, match="no such matrix file"):
+        matrix.load(tmp_path / "absent.toml")
+    with pytest.raises(DataFileError, match="not valid TOML"):
+        matrix.load(write_file("broken.toml", "topologies = [\n"))
+    with pytest.raises(DataFileError, match="name: 'other' must match the file name 'named'"):
+        matrix.load(write_file("named.toml", GOOD + 'name = "other"\n'))
+
+
+def test_from_text_keeps_the_text_for_reruns():
+    m = matrix.from_text(GOOD, "manifest.json", name="replayed")
+    assert m.name == "replayed" and m.text == GOOD and m.origin == "manifest.json"

@@ -1,0 +1,83 @@
+"""Summary math against hand-computed medians, quartiles, ratios and shares; the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from rich.console import Console
+
+from testbed.evaluation import summary
+
+from .conftest import make_run
+
+
+def runs():
+    out = []
+    # default: 100, 120, 110 -> median 110, quartiles (inclusive) 105 and 115
+    for r, (v, fast) in enumerate([(100, 40), (120, 60), (110, 50)]):
+        out.append(make_run(policy="default", repeat=r, value=v, misses={0: fast, 1: 100 - fast}))
+    # oracle: 200, 260, 210 -> median 210, ratio 210/110, clear of default's 100..120
+    for r, (v, fast) in enumerate([(200, 90), (260, 95), (210, 80)]):
+        out.append(make_run(policy="oracle", repeat=r, value=v, misses={0: fast, 1: 100 - fast}))
+    # interleave: 115, 90, one failure -> median 102.5, overlaps default
+    out.append(make_run(policy="interleave", repeat=0, value=115, misses={0: 50, 1: 50}))
+    out.append(make_run(policy="interleave", repeat=1, value=90, misses={0: 50, 1: 50}))
+    out.append(make_run(policy="interleave", repeat=2, value=None, ok=False, error="boom"))
+    # llm: all below default
+    out.append(make_run(policy="llm", repeat=0, value=50))
+    # another workload without a default: no ratios
+    out.append(make_run(workload="skewed-write", policy="oracle", value=7))
+    return out
+
+
+def by_policy(rows, workload="skewed-read"):
+    return {r.policy: r for r in rows if r.workload == workload}
+
+
+def test_medians_spreads_and_ratios_by_hand():
+    rows = by_policy(summary.summarize(runs()))
+    d, o, i, llm = rows["default"], rows["oracle"], rows["interleave"], rows["llm"]
+    assert (d.median, d.minimum, d.maximum, d.q1, d.q3) == (110, 100, 120, 105, 115)
+    assert d.ratio == 1 and d.clear == ""
+    assert (o.median, o.q1, o.q3) == (210, 205, 235)
+    assert o.ratio == pytest.approx(210 / 110) and o.clear == "above"
+    assert (i.runs, i.failed, i.median) == (3, 1, 102.5)
+    assert i.ratio == pytest.approx(102.5 / 110) and i.clear == "overlap"
+    assert (llm.q1, llm.q3, llm.clear) == (50, 50, "below")
+
+
+def test_fast_node_share_is_the_median_share_of_misses():
+    rows = by_policy(summary.summarize(runs()))
+    assert rows["default"].fast_share == pytest.approx(0.5)
+    assert rows["oracle"].fast_share == pytest.approx(0.9)
+    assert rows["llm"].fast_share is None  # no counters
+    other = by_policy(summary.summarize(runs(), fast_nodes={"dram-cxl": 1}))
+    assert other["oracle"].fast_share == pytest.approx(0.1)
+
+
+def test_no_baseline_no_ratio():
+    row = by_policy(summary.summarize(runs()), "skewed-write")["oracle"]
+    assert row.median == 7 and row.ratio is None and row.clear == ""
+
+
+def test_rows_are_grouped_in_the_order_of_first_appearance():
+    late = make_run(workload="skewed-read", policy="damon", value=1)
+    keys = [(r.workload, r.policy) for r in summary.summarize([*runs(), late])]
+    assert keys == [("skewed-read", p) for p in ("default", "oracle", "interleave", "llm", "damon")] + [
+        ("skewed-write", "oracle")]
+
+
+def test_write_prints_and_saves_the_table(tmp_path):
+    rows = summary.summarize(runs())
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    summary.write(tmp_path, rows, console)
+    text = (tmp_path / "summary.txt").read_text()
+    assert "1.909" in text and "100..120" in text and "2/3" in text and "above" in text and "90.0%" in text
+    assert "1.909" in console.file.getvalue()
+    parsed = list(csv.DictReader(io.StringIO((tmp_path / "summary.csv").read_text())))
+    assert len(parsed) == len(rows)
+    oracle = next(p for p in parsed if p["policy"] == "oracle" and p["workload"] == "skewed-read")
+    assert float(oracle["median"]) == 210 and float(oracle["ratio"]) == pytest.approx(210 / 110)
+    assert next(p for p in parsed if p["policy"] == "llm")["fast_share"] == ""

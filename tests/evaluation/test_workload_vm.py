@@ -1,0 +1,60 @@
+"""The skewed workload in a real guest: built on the host, copied in, bound to each node of dram-cxl.
+
+One boot.  For each node the program starts gated; while it waits, the
+guest kernel's /proc/PID/numa_maps must show its buffer on the bound node
+(and nothing on the other); then it runs and its figures parse.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from testbed.evaluation import guest_process, workload
+
+pytestmark = pytest.mark.vm
+
+SIZE_MIB, HOT_MIB, OPS = 64, 8, 200_000
+
+
+def buffer_pages_per_node(numa_maps: str) -> dict[int, int]:
+    """The N<node>=<pages> fields of the largest anonymous mapping: the workload's buffer."""
+    anon = [line for line in numa_maps.splitlines() if " anon=" in line]
+    largest = max(anon, key=lambda line: int(re.search(r" anon=(\d+)", line).group(1)))
+    return {int(node): int(pages) for node, pages in re.findall(r"\bN(\d+)=(\d+)", largest)}
+
+
+@pytest.fixture(scope="module")
+def guest(booted_vm):
+    vm = booted_vm("dram-cxl")
+    return vm
+
+
+@pytest.mark.parametrize("node", [0, 1])
+def test_skewed_workload_bound_to_a_node(guest, node):
+    w = workload.load(workload.resolve("skewed-read"))
+    assert w.install(guest.shell) == "/usr/local/bin/skewed_access"
+    proc = guest_process.GuestProcess(guest.shell, f"skewed-node{node}")
+    command = w.command(seed=3, prefix=["numactl", f"--membind={node}", "--cpunodebind=0"],
+                        params={"size_mib": SIZE_MIB, "hot_mib": HOT_MIB, "ops": OPS}, wait=proc.gate)
+    guest_process.start(proc, command, gated=True, timeout=300)
+    try:
+        placed = buffer_pages_per_node(guest.shell.run(f"cat /proc/{proc.pid}/numa_maps").stdout)
+        assert placed == {node: SIZE_MIB * 256}, placed  # every 4 KiB page of the buffer, on the bound node
+    finally:
+        guest_process.release(proc)
+    figures = w.parse(guest_process.finish(proc, timeout=w.timeout_s))
+    assert figures["ops"] == OPS and figures["ops_per_s"] > 0
+    assert figures["hot_share"] == pytest.approx(0.9, abs=0.01)
+    assert figures["reads"] / OPS == pytest.approx(0.95, abs=0.01)
+    assert figures["seed"] == 3 and figures["size_mib"] == SIZE_MIB
+
+
+def test_a_failing_workload_reports_its_output(guest):
+    w = workload.load(workload.resolve("skewed-read"))
+    w.install(guest.shell)
+    proc = guest_process.GuestProcess(guest.shell, "skewed-bad")
+    command = w.command(seed=1, params={"size_mib": 4, "hot_mib": 8}, wait=proc.gate)
+    with pytest.raises(guest_process.GuestProcessError, match="(?s)status 2 before it was ready.*hot_mib <= size_mib"):
+        guest_process.start(proc, command, gated=True, timeout=60)
