@@ -1,0 +1,71 @@
+"""The per-request answer schema, answer parsing, and the fact check that drops misfit hints."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed import advice_schema
+from testbed.advice_schema import AnswerInvalid
+from testbed.hints import MigratePages, SetAffinity, SetKnob, SetPolicy
+
+
+def _enums(schema: dict) -> dict:
+    kinds = {k["properties"]["kind"]["const"]: k["properties"] for k in schema["properties"]["hints"]["items"]["anyOf"]}
+    return kinds
+
+
+def test_schema_lists_only_this_states_pids_nodes_and_cpus(scenario):
+    s = scenario("hbm-02-matmul-vs-pointer-chase")
+    kinds = _enums(advice_schema.response_schema(s.state))
+    assert set(kinds) == {"migrate_pages", "set_affinity", "set_knob"}
+    assert kinds["migrate_pages"]["pid"]["enum"] == [2210, 2230]
+    assert kinds["migrate_pages"]["to_nodes"]["items"]["enum"] == [0, 1, 2]
+    assert kinds["set_affinity"]["cpus"]["items"]["enum"] == [0, 1]
+    assert list(kinds["migrate_pages"]) == ["kind", "pid", "reason", "from_nodes", "to_nodes"]
+
+
+def test_schema_without_processes_allows_only_knobs(scenario):
+    s = scenario("cxl-04-no-pressure")
+    state = s.state.model_copy(update={"processes": []})
+    assert set(_enums(advice_schema.response_schema(state))) == {"set_knob"}
+
+
+def test_parse_answer_errors_speak_to_the_model():
+    with pytest.raises(AnswerInvalid, match="empty"):
+        advice_schema.parse_answer("  ")
+    with pytest.raises(AnswerInvalid, match="line 1 column"):
+        advice_schema.parse_answer("{")
+    with pytest.raises(AnswerInvalid, match="at most 8"):
+        advice_schema.parse_answer('{"hints": [%s]}' % ",".join(['{"kind": "set_knob", "knob": "numa_balancing", '
+                                                                 '"value": 1, "reason": "r"}'] * 9))
+    with pytest.raises(AnswerInvalid, match=r"hints\[0\] does not fit"):
+        advice_schema.parse_answer('{"hints": [{"kind": "delete_everything", "reason": "r"}]}')
+
+
+def test_check_facts_keeps_fitting_hints_and_drops_invented_ones(scenario):
+    s = scenario("nvm-01-write-heavy-spilled")
+    good = MigratePages(pid=412, from_nodes=[1], to_nodes=[0], reason="write-heavy")
+    invented_pid = MigratePages(pid=3, from_nodes=[1], to_nodes=[0], reason="r")
+    missing_node = MigratePages(pid=412, from_nodes=[1], to_nodes=[7], reason="r")
+    no_pages = MigratePages(pid=300, from_nodes=[1], to_nodes=[0], reason="r")
+    same = MigratePages(pid=412, from_nodes=[0], to_nodes=[0], reason="r")
+    bad_cpu = SetAffinity(pid=412, cpus=[5], reason="r")
+    running_policy = SetPolicy(pid=412, mode="bind", nodes=[0], reason="r")
+    knob = SetKnob(knob="demotion_enabled", value=True, reason="r")
+    kept, dropped = advice_schema.check_facts(
+        s.state, [good, invented_pid, missing_node, no_pages, same, bad_cpu, running_policy, knob])
+    assert kept == [good, knob]
+    whys = [d.why for d in dropped]
+    assert whys == ["pid 3 is not a process in the state",
+                    "node(s) [7] do not exist or have no memory (nodes: [0, 1])",
+                    "pid 300 has no pages on node(s) [1]",
+                    "from_nodes and to_nodes are the same: the hint moves nothing",
+                    "CPU(s) [5] do not exist",
+                    "set_policy cannot target a running pid (the kernel sets only the caller's policy)"]
+    assert dropped[0].to_json()["hint"]["pid"] == 3
+
+
+def test_agent_pid_is_not_a_target(scenario):
+    s = scenario("nvm-01-write-heavy-spilled")
+    kinds = _enums(advice_schema.response_schema(s.state))
+    assert s.state.agent_pid not in kinds["migrate_pages"]["pid"]["enum"]
