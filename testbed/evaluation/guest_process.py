@@ -9,12 +9,13 @@ harness can read its placement, gather state, advise or move pages, then
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from dataclasses import dataclass
 
 from ..ssh import GuestShell
-from .workload import ready_pid
+from .workload import READY_RE
 
 POLL_S = 0.2
 
@@ -29,7 +30,8 @@ class GuestProcess:
 
     shell: GuestShell
     tag: str
-    pid: int | None = None
+    pid: int | None = None      # the program's, once it reports it
+    group: int | None = None    # the wrapper's session and process group: killing it kills all
 
     @property
     def out(self) -> str:
@@ -61,23 +63,31 @@ def start(proc: GuestProcess, command: str, gated: bool, timeout: float = 600) -
     shell = proc.shell
     shell.run(f"rm -f {proc.out} {proc.rc} {proc.gate}")
     wrapped = f"{command} > {proc.out} 2>&1; echo $? > {proc.rc}"
-    shell.run(f"setsid sh -c {shlex.quote(wrapped)} < /dev/null > /dev/null 2>&1 &")
+    started = shell.run(f"setsid sh -c {shlex.quote(wrapped)} < /dev/null > /dev/null 2>&1 & echo $!")
+    proc.group = int(started.stdout.strip())
     if gated:
         _wait_ready(proc, timeout)
     return proc
 
 
 def _wait_ready(proc: GuestProcess, timeout: float) -> None:
+    proc.pid = int(wait_output(proc, READY_RE, timeout).group(1))
+
+
+def wait_output(proc: GuestProcess, pattern: re.Pattern, timeout: float) -> re.Match:
+    """Block until the output matches `pattern`; raise if the process exits first or time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        proc.pid = ready_pid(proc.output())
-        if proc.pid is not None:
-            return
+        match = pattern.search(proc.output())
+        if match:
+            return match
         status = proc.exit_status()
         if status is not None:
             raise GuestProcessError(f"{proc.tag} exited with status {status} before it was ready:\n{proc.output()}")
         time.sleep(POLL_S)
-    raise GuestProcessError(f"{proc.tag} was not ready after {timeout:.0f} s:\n{proc.output()[-2000:]}")
+    output = proc.output()
+    stop(proc)
+    raise GuestProcessError(f"{proc.tag} was not ready after {timeout:.0f} s (stopped it):\n{output[-2000:]}")
 
 
 def release(proc: GuestProcess) -> None:
@@ -90,11 +100,29 @@ def finish(proc: GuestProcess, timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while (status := proc.exit_status()) is None:
         if time.monotonic() > deadline:
-            if proc.pid is not None:
-                proc.shell.run(f"kill -9 {proc.pid}", check=False)
+            stop(proc)
             raise GuestProcessError(f"{proc.tag} still running after {timeout:.0f} s:\n{proc.output()[-2000:]}")
         time.sleep(POLL_S)
     output = proc.output()
     if status != 0:
         raise GuestProcessError(f"{proc.tag} exited with status {status}:\n{output[-2000:]}")
     return output
+
+
+def alive(proc: GuestProcess) -> bool:
+    """Whether any process of the group is left."""
+    return proc.shell.run(f"kill -0 -- -{proc.group} 2>/dev/null", check=False).ok
+
+
+def stop(proc: GuestProcess, timeout: float = 30) -> None:
+    """Kill the whole process group (SIGTERM, then SIGKILL) and wait until it is gone."""
+    for signal in ("TERM", "KILL"):
+        proc.shell.run(f"kill -{signal} -- -{proc.group} 2>/dev/null", check=False)
+        deadline = time.monotonic() + timeout / 2
+        while alive(proc):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(POLL_S)
+        else:
+            return
+    raise GuestProcessError(f"{proc.tag} (process group {proc.group}) survived SIGKILL")

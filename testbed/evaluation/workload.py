@@ -33,7 +33,7 @@ GUEST_BIN = "/usr/local/bin"
 RUNNER_KEYS = frozenset({"seed"})
 Param = int | float | str
 
-_READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
+READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
 
 
 class WorkloadError(ValueError):
@@ -142,7 +142,7 @@ class Workload(BaseModel):
 
 def ready_pid(output: str) -> int | None:
     """The pid from a waiting program's `ready pid=N` line, or None before it prints it."""
-    match = _READY_RE.search(output)
+    match = READY_RE.search(output)
     return int(match.group(1)) if match else None
 
 

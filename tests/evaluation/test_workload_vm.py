@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from testbed.evaluation import guest_process, workload
+from testbed.evaluation import guest_process, squeeze, workload
 
 pytestmark = pytest.mark.vm
 
@@ -58,3 +58,35 @@ def test_a_failing_workload_reports_its_output(guest):
     command = w.command(seed=1, params={"size_mib": 4, "hot_mib": 8}, wait=proc.gate)
     with pytest.raises(guest_process.GuestProcessError, match="(?s)status 2 before it was ready.*hot_mib <= size_mib"):
         guest_process.start(proc, command, gated=True, timeout=60)
+
+
+def test_squeeze_shrinks_the_fast_node_so_first_touch_spills(guest):
+    before = squeeze.node_free_mib(guest.shell, 0)
+    held = squeeze.squeeze(guest.shell, 0, leave_mib=96)
+    try:
+        assert held.held_mib == before - 96
+        assert 64 <= squeeze.node_free_mib(guest.shell, 0) <= 128
+        w = workload.load(workload.resolve("skewed-write"))
+        w.install(guest.shell)
+        proc = guest_process.GuestProcess(guest.shell, "skewed-spill")
+        command = w.command(seed=1, params={"size_mib": 256, "hot_mib": 32, "ops": 50_000}, wait=proc.gate)
+        guest_process.start(proc, command, gated=True, timeout=300)
+        placed = buffer_pages_per_node(guest.shell.run(f"cat /proc/{proc.pid}/numa_maps").stdout)
+        guest_process.release(proc)
+        # first touch filled what was left of node 0, the rest went to node 1
+        assert 0 < placed.get(0, 0) <= 128 * 256 and placed.get(1, 0) >= 128 * 256, placed
+        assert w.parse(guest_process.finish(proc, timeout=w.timeout_s))["ops"] == 50_000
+    finally:
+        holder = held.proc
+        held.release()
+    assert not guest_process.alive(holder)
+    assert squeeze.node_free_mib(guest.shell, 0) >= before - 32  # the held memory came back
+
+
+def test_stop_kills_the_whole_group(guest):
+    proc = guest_process.GuestProcess(guest.shell, "sleeper")
+    guest_process.start(proc, "sleep 600", gated=False)
+    assert guest_process.alive(proc)
+    guest_process.stop(proc)
+    assert not guest_process.alive(proc)
+    assert "sleep 600" not in guest.shell.run("ps -eo args").stdout
