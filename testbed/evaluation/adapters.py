@@ -6,6 +6,8 @@ function registered here, never harness code.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Callable
 
 Adapter = Callable[[str], dict[str, float]]
@@ -33,4 +35,24 @@ def keyvalue(output: str) -> dict[str, float]:
     raise AdapterError(f"no line of key=value figures in the output: {output[-300:]!r}")
 
 
-ADAPTERS: dict[str, Adapter] = {"keyvalue": keyvalue}
+def redis_benchmark_csv(output: str) -> dict[str, float]:
+    """`redis-benchmark --csv`: per test (set, get, ...) its rps and latencies in ms, plus the whole run's
+    ops_per_s (requests over the summed time, the tests having run one after another, equal -n) and
+    p99_ms (the worst test's p99)."""
+    lines = [line for line in output.splitlines() if line.startswith('"')]
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    if not rows or "rps" not in rows[0]:
+        raise AdapterError(f"no redis-benchmark CSV table in the output: {output[-300:]!r}")
+    figures: dict[str, float] = {}
+    for row in rows:
+        test = row["test"].lower().replace(" ", "_")
+        for column, cell in row.items():
+            if column != "test" and _number(cell) is not None:
+                figures[f"{test}_{column.replace('_latency_ms', '_ms')}"] = float(cell)
+    rps = [float(row["rps"]) for row in rows]
+    figures["ops_per_s"] = len(rps) / sum(1 / r for r in rps)
+    figures["p99_ms"] = max(float(row["p99_latency_ms"]) for row in rows)
+    return figures
+
+
+ADAPTERS: dict[str, Adapter] = {"keyvalue": keyvalue, "redis-benchmark-csv": redis_benchmark_csv}
