@@ -17,6 +17,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from . import advice_schema, llm_client, llm_server, prompt
 from .advice_schema import Dropped
@@ -98,7 +99,7 @@ class Advisor:
         # Part of the cache key: the same messages sent another way are another question.
         self._fold_system = endpoint.fold_system if endpoint else llm_server.LocalServer.fold_system
 
-    def __enter__(self) -> Advisor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -87,7 +87,8 @@ def server_argv(model: Path, port: int, alias: str = LOCAL_MODEL) -> list[str]:
     The GGUF carries no chat template, so llama-cpp-python would fall back to
     llama-2's; the "gemma" format is the one this model was trained on."""
     threads = max(1, min(os.cpu_count() or 1, 8))
-    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", alias, "--chat_format", "gemma",
+    return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", alias,
+            "--chat_format", "gemma",
             "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(CONTEXT_TOKENS),
             "--n_threads", str(threads), "--verbose", "false"]
 

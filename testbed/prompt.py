@@ -38,7 +38,8 @@ You answer with placement hints as one JSON object {"hints": [...]}, and nothing
 Hint kinds (every hint has a "reason": one short sentence saying why):
 - {"kind": "migrate_pages", "pid": P, "reason": "<why, in one sentence>", "from_nodes": [A], "to_nodes": [B]}: \
 move process P's existing pages from node A to node B.
-- {"kind": "set_affinity", "pid": P, "reason": "<why, in one sentence>", "cpus": [C, ...]}: run process P only on CPUs C.
+- {"kind": "set_affinity", "pid": P, "reason": "<why, in one sentence>", "cpus": [C, ...]}: \
+run process P only on CPUs C.
 - {"kind": "set_knob", "knob": K, "reason": "<why, in one sentence>", "value": V}: set a kernel tiering knob \
 (numa_balancing 0-3, demotion_enabled true/false, thp_enabled always/madvise/never).
 - {"kind": "move_range", "pid": P, "reason": "<why, in one sentence>", "start": S, "length": L, "to_node": N}: \
@@ -156,8 +157,9 @@ def _fit_processes(state: GuestState, room: int) -> tuple[list[Process], list[st
     if not dropped:
         return kept, []
     total = sum(p.rss_kib for p in dropped)
-    return kept, [f"{len(dropped)} smaller processes ({_mib(total)} MiB resident in all, "
-                  f"each at most {_mib(dropped[0].rss_kib)} MiB) are not listed"]
+    why = (f"{len(dropped)} smaller processes ({_mib(total)} MiB resident in all, "
+           f"each at most {_mib(dropped[0].rss_kib)} MiB) are not listed")
+    return kept, [why]
 
 
 def build(topo: Topology, state: GuestState, notes: str | None = None,

@@ -18,7 +18,7 @@ def scenario():
 @pytest.fixture
 def advisor_at(tmp_path):
     """An Advisor for a URL, with its answer cache in tmp_path."""
-    from testbed.advisor import AnswerCache, Advisor
+    from testbed.advisor import Advisor, AnswerCache
     from testbed.llm_client import Endpoint
 
     made = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testbed import advice_schema
@@ -36,8 +38,8 @@ def test_parse_answer_errors_speak_to_the_model():
     with pytest.raises(AnswerInvalid, match="line 1 column"):
         advice_schema.parse_answer("{")
     with pytest.raises(AnswerInvalid, match="at most 8"):
-        advice_schema.parse_answer('{"hints": [%s]}' % ",".join(['{"kind": "set_knob", "knob": "numa_balancing", '
-                                                                 '"value": 1, "reason": "r"}'] * 9))
+        knob = {"kind": "set_knob", "knob": "numa_balancing", "value": 1, "reason": "r"}
+        advice_schema.parse_answer(json.dumps({"hints": [knob] * 9}))
     with pytest.raises(AnswerInvalid, match=r"hints\[0\] does not fit"):
         advice_schema.parse_answer('{"hints": [{"kind": "delete_everything", "reason": "r"}]}')
 

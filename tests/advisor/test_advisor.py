@@ -83,9 +83,9 @@ def test_a_corrupt_cache_entry_is_asked_again(scenario, advisor_at, tmp_path):
 
 def test_failures_are_not_cached(scenario, advisor_at, tmp_path):
     s = scenario("nvm-01-write-heavy-spilled")
-    with ScriptedServer([Step("boom", status=500)] * 3) as server:
-        with pytest.raises(LLMServerError):
-            advisor_at(server.url).advise(s.topology, s.state, s.notes)
+    with (ScriptedServer([Step("boom", status=500)] * 3) as server,
+          pytest.raises(LLMServerError)):
+        advisor_at(server.url).advise(s.topology, s.state, s.notes)
     assert not list((tmp_path / "answers").rglob("*.json"))
 
 

@@ -7,8 +7,15 @@ import time
 import pytest
 
 from testbed import advice_schema
-from testbed.llm_client import (ChatClient, Endpoint, LLMAnswerError, LLMServerError, LLMTimeout,
-                                LLMUnavailable, ask_structured)
+from testbed.llm_client import (
+    ChatClient,
+    Endpoint,
+    LLMAnswerError,
+    LLMServerError,
+    LLMTimeout,
+    LLMUnavailable,
+    ask_structured,
+)
 
 from .scripted_server import MODEL, ScriptedServer, Step, reply
 
@@ -64,21 +71,22 @@ def test_schema_violation_is_shown_to_the_model(schema):
     with ScriptedServer([reply(bad), reply(GOOD)]) as server:
         answer = ask(server, schema)
     assert answer.repaired
-    assert "hints[0] does not fit the hint schema: migrate_pages.to_nodes" in server.completions()[1]["messages"][-1]["content"]
+    repair = server.completions()[1]["messages"][-1]["content"]
+    assert "hints[0] does not fit the hint schema: migrate_pages.to_nodes" in repair
 
 
 def test_missing_reason_is_a_schema_violation(schema):
     no_reason = {"hints": [{"kind": "migrate_pages", "pid": 412, "from_nodes": [1], "to_nodes": [0]}]}
-    with ScriptedServer([reply(no_reason), reply(no_reason)]) as server:
-        with pytest.raises(LLMAnswerError, match='no "reason"'):
-            ask(server, schema)
+    with (ScriptedServer([reply(no_reason), reply(no_reason)]) as server,
+          pytest.raises(LLMAnswerError, match='no "reason"')):
+        ask(server, schema)
     assert len(server.completions()) == 2
 
 
 def test_still_invalid_after_repair_is_a_clear_error(schema):
-    with ScriptedServer([reply("I think you should move it."), reply('{"hints": 3}')]) as server:
-        with pytest.raises(LLMAnswerError) as caught:
-            ask(server, schema)
+    with (ScriptedServer([reply("I think you should move it."), reply('{"hints": 3}')]) as server,
+          pytest.raises(LLMAnswerError) as caught):
+        ask(server, schema)
     message = str(caught.value)
     assert "after one repair round" in message
     assert "not valid JSON" in message and 'list under "hints"' in message
@@ -104,9 +112,9 @@ def test_timeout_is_a_clear_error_not_a_hang(schema):
 
 def test_server_error_500_is_a_clear_error(schema):
     crash = Step("model crashed", status=500)
-    with ScriptedServer([crash, crash, crash]) as server:
-        with pytest.raises(LLMServerError) as caught:
-            ask(server, schema)
+    with (ScriptedServer([crash, crash, crash]) as server,
+          pytest.raises(LLMServerError) as caught):
+        ask(server, schema)
     assert caught.value.status == 500
     assert "HTTP 500" in str(caught.value) and "model crashed" in str(caught.value)
     # Each response form was tried once; the client's own retries are off.
@@ -114,9 +122,9 @@ def test_server_error_500_is_a_clear_error(schema):
 
 
 def test_auth_error_is_not_retried_in_other_forms(schema):
-    with ScriptedServer([Step("bad key", status=401)]) as server:
-        with pytest.raises(LLMServerError, match="HTTP 401"):
-            ask(server, schema)
+    with (ScriptedServer([Step("bad key", status=401)]) as server,
+          pytest.raises(LLMServerError, match="HTTP 401")):
+        ask(server, schema)
     assert len(server.completions()) == 1
 
 

