@@ -78,6 +78,28 @@ def _check_fits(ctx, need_kib, to_nodes):
                        f"free beyond their safety margin")
 
 
+def _book(ctx, freed_kib, taken_kib):
+    """Account a validated move in the snapshot, so later hints of the same document see it.
+
+    This lets one document first make room on a node and then fill it ("demote the
+    cold, then promote the hot"), while every check still happens before any change.
+    """
+    for n, kib in freed_kib.items():
+        if n in ctx.nodes:
+            ctx.nodes[n]["mem_free_kib"] += kib
+    for n, kib in taken_kib.items():
+        ctx.nodes[n]["mem_free_kib"] -= kib
+
+
+def _spread(ctx, need_kib, to_nodes):
+    """Where `need_kib` lands across `to_nodes`: the roomiest first (the worst case is any split that fits)."""
+    taken = {}
+    for n in sorted(to_nodes, key=lambda n: -ctx.nodes[n]["mem_free_kib"]):
+        room = max(0, ctx.nodes[n]["mem_free_kib"] - margin_kib(ctx.nodes[n]))
+        taken[n] = min(room, need_kib - sum(taken.values()))
+    return taken
+
+
 def _migrate(ctx, hint):
     src, dst = hint["from_nodes"], hint["to_nodes"]
     _check_memory_nodes(ctx, src, "from_nodes")
@@ -87,6 +109,7 @@ def _migrate(ctx, hint):
     usage = node_usage_kib(ctx.tree, hint["pid"]) or {}
     need = sum(usage.get(n, 0) for n in src)
     _check_fits(ctx, need, dst)
+    _book(ctx, {n: usage.get(n, 0) for n in src}, _spread(ctx, need, dst))
     return {"need_kib": need, "before_kib": usage}
 
 
@@ -126,8 +149,12 @@ def _move_range(ctx, hint):
         where = locate(pid, addresses)
     except OSError as exc:
         raise Rejected(f"cannot locate pages of pid {pid}: {exc}") from None
-    elsewhere = sum(1 for w in where if w >= 0 and w != node)
-    _check_fits(ctx, elsewhere * PAGE // 1024, [node])
+    elsewhere = [w for w in where if w >= 0 and w != node]
+    _check_fits(ctx, len(elsewhere) * PAGE // 1024, [node])
+    freed = {}
+    for w in elsewhere:
+        freed[w] = freed.get(w, 0) + PAGE // 1024
+    _book(ctx, freed, {node: len(elsewhere) * PAGE // 1024})
     return {"addresses": addresses, "before": where}
 
 

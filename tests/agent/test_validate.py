@@ -72,6 +72,17 @@ def test_a_move_must_leave_the_safety_margin_free(tmp_path):
                    "free beyond their safety margin")
 
 
+def test_a_document_sees_the_room_its_earlier_moves_make_and_take(tmp_path):
+    margin = margin_kib({"mem_total_kib": 1_048_576})
+    ctx = ctx_for(Tree(str(build_tree(tmp_path, node1_free_kib=WORKLOAD_NODE0_KIB + margin))))
+    free = {n: node["mem_free_kib"] for n, node in ctx.nodes.items()}
+    check(ctx, migrate())
+    assert ctx.nodes[0]["mem_free_kib"] == free[0] + WORKLOAD_NODE0_KIB
+    assert ctx.nodes[1]["mem_free_kib"] == free[1] - WORKLOAD_NODE0_KIB
+    # The same move again no longer fits: the first one took node 1's room.
+    assert rejected(ctx, migrate()).endswith("nodes [1] have 0 KiB free beyond their safety margin")
+
+
 def test_ranges_may_span_adjacent_mappings_but_not_gaps():
     maps = [(0x1000, 0x3000, "rw-p", ""), (0x3000, 0x5000, "rw-p", ""), (0x8000, 0x9000, "rw-p", "")]
     assert _covered(maps, 0x2000, 0x4000)
