@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from .hints import Hint, MigratePages, MoveRange, SetAffinity, SetKnob, SetPolicy
+from .hints import MAX_RANGE_BYTES, Hint, MigratePages, MoveRange, SetAffinity, SetKnob, SetPolicy
 from .state import GuestState
 
 MAX_HINTS = 8
@@ -99,7 +99,7 @@ def response_schema(state: GuestState) -> dict:
             kinds.append(_object("move_range", {"pid": pid, "reason": reason,
                                                 "start": {"type": "integer", "enum": starts},
                                                 "length": {"type": "integer", "minimum": 4096,
-                                                           "maximum": 2**40},
+                                                           "maximum": MAX_RANGE_BYTES},
                                                 "to_node": {"type": "integer", "enum": nodes}}))
     for knob in _knobs(state):
         kinds.append(_object("set_knob", {"knob": {"const": knob}, "reason": reason,
