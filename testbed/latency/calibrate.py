@@ -1,0 +1,161 @@
+"""Calibration: scale the injected delays so the guest feels the topology's latency ratios.
+
+TCG itself costs a few hundred ns per random access.  In the guest one miss
+on a node whose misses owe d ns takes about
+
+    m = base + slope * d
+
+We measure `base` and `slope` once per host, QEMU, image, plugin and cache
+model (a pointer chase for reads, a store loop for writes, on the fastest
+node) and cache them.  The fit uses two delays in the range the plugin then
+works in, not d = 0: on a shared host TCG's own speed swings with the load,
+but a vCPU thread that sleeps often is scheduled promptly when it wakes, so
+figures with delays of some hundreds of ns are steady while those at d = 0
+are not.  The delays then make every node feel k times its target latency
+t:  d = (k * t - base) / slope, with one k for reads and writes (so a node's
+write/read ratio holds too), chosen so that even the fastest node owes at
+least MIN_DELAY_NS and stays in the steady range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..image import cache_root
+from ..topology import Topology
+from . import build
+from .emulated import PROBE_SOURCE, CacheModel, Delays, EmulatedMachine
+
+# The two delays of the fit; the smaller one is also the least any node owes.
+MIN_DELAY_NS, HIGH_DELAY_NS = 500, 2000
+REPEATS = 3
+
+
+class CalibrationError(RuntimeError):
+    """The measurements cannot give a usable calibration."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """TCG's own cost per access (ns) and how much of an injected ns the guest feels."""
+
+    base_read_ns: float
+    base_write_ns: float
+    slope_read: float
+    slope_write: float
+    key: str
+
+    def scale(self, targets: dict[int, tuple[int, int]]) -> float:
+        """k: felt ns per target ns, the least that makes every node owe at least MIN_DELAY_NS."""
+        fast_read = min(r for r, _ in targets.values())
+        fast_write = min(w for _, w in targets.values())
+        return max((self.base_read_ns + self.slope_read * MIN_DELAY_NS) / fast_read,
+                   (self.base_write_ns + self.slope_write * MIN_DELAY_NS) / fast_write)
+
+    def delays(self, targets: dict[int, tuple[int, int]]) -> Delays:
+        """Per-miss delays (ns) for target latencies {node: (read ns, write ns)}."""
+        k = self.scale(targets)
+        return {node: (round((k * r - self.base_read_ns) / self.slope_read),
+                       round((k * w - self.base_write_ns) / self.slope_write))
+                for node, (r, w) in targets.items()}
+
+
+def targets(topology: Topology) -> dict[int, tuple[int, int]]:
+    """{node: (read ns, write ns)} from each node's HMAT entry as seen from its nearest CPUs."""
+    out = {}
+    for node in topology.nodes:
+        entry = topology.best_hmat(node)
+        if entry is not None:
+            out[node.id] = (entry.read_latency_ns, entry.write_latency_ns)
+    if not out:
+        raise CalibrationError(f"{topology.name}: no HMAT latencies, so no target for the emulated mode")
+    return out
+
+
+def reference_node(topology: Topology) -> int:
+    """The node with the lowest target read latency: ratios are measured against it."""
+    t = targets(topology)
+    return min(t, key=lambda n: (t[n][0], n))
+
+
+def _host_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+def key(image_digest: str, cache: CacheModel, qemu: str = "qemu-system-x86_64") -> str:
+    """Everything the emulator's own speed depends on."""
+    parts = [_host_model(), platform.machine(), ".".join(map(str, build.qemu_version(qemu))), image_digest,
+             build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _path(cal_key: str) -> Path:
+    return cache_root() / "latency" / "calibration" / f"{cal_key}.json"
+
+
+def load(cal_key: str) -> Calibration | None:
+    path = _path(cal_key)
+    if not path.exists():
+        return None
+    return Calibration(**json.loads(path.read_text()))
+
+
+def save(cal: Calibration) -> Path:
+    path = _path(cal.key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(asdict(cal), indent=2) + "\n")
+    tmp.replace(path)  # atomic: a concurrent run reads the old or the new calibration, never half
+    return path
+
+
+def median_probe(machine: EmulatedMachine, mode: str, node: int, repeats: int = REPEATS) -> float:
+    """Median of several runs: the host is shared and noisy."""
+    return statistics.median(machine.run_probe(mode, node) for _ in range(repeats))
+
+
+def fit(low: float, high: float, low_delay: int = MIN_DELAY_NS, high_delay: int = HIGH_DELAY_NS) -> tuple[float, float]:
+    """(base, slope) of the line through (low_delay, low) and (high_delay, high)."""
+    slope = (high - low) / (high_delay - low_delay)
+    return low - slope * low_delay, slope
+
+
+def from_measurements(read: tuple[float, float], write: tuple[float, float], cal_key: str) -> Calibration:
+    """A calibration from (ns at MIN_DELAY_NS, ns at HIGH_DELAY_NS) of reads and writes; raise if implausible."""
+    (base_r, slope_r), (base_w, slope_w) = fit(*read), fit(*write)
+    if not (0.5 < slope_r < 3 and 0.5 < slope_w < 3 and base_r > 0 and base_w > 0):
+        raise CalibrationError(
+            f"implausible calibration (host too noisy?): reads {read[0]:.0f}/{read[1]:.0f} ns and writes "
+            f"{write[0]:.0f}/{write[1]:.0f} ns at {MIN_DELAY_NS}/{HIGH_DELAY_NS} ns injected delay")
+    return Calibration(base_r, base_w, slope_r, slope_w, cal_key)
+
+
+def measure(machine: EmulatedMachine, node: int) -> Calibration:
+    """Base cost and slope on `node`, reads and writes; leaves the other nodes' delays at zero."""
+    zero = {n.id: (0, 0) for n in machine.topology.nodes}
+    figures = {}
+    for delay in (MIN_DELAY_NS, HIGH_DELAY_NS):
+        machine.set_delays({**zero, node: (delay, delay)})
+        figures[delay] = (median_probe(machine, "chase", node), median_probe(machine, "store", node))
+    machine.set_delays(zero)
+    low, high = figures[MIN_DELAY_NS], figures[HIGH_DELAY_NS]
+    return from_measurements((low[0], high[0]), (low[1], high[1]), key(machine.image.digest, machine.cache))
+
+
+def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
+    """The cached calibration for this host and image, measuring it in `machine` if missing."""
+    cal_key = key(machine.image.digest, machine.cache)
+    cal = None if force else load(cal_key)
+    if cal is None:
+        cal = measure(machine, reference_node(machine.topology))
+        save(cal)
+    return cal

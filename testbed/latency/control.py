@@ -1,0 +1,117 @@
+"""Host side of the plugin's control socket: read and reset counters, change delays, add ranges.
+
+The plugin answers one line per request line.  A harness brackets one
+benchmark run with `reset()` and `read()`; the answer is the ground truth of
+which node served the run's memory traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "delay_ns")
+
+
+class ControlError(RuntimeError):
+    """The plugin's control socket did not answer as expected."""
+
+
+@dataclass(frozen=True)
+class Counters:
+    """One snapshot: per node (key -1 = addresses outside every range) and per vCPU."""
+
+    nodes: dict[int, dict[str, int]]
+    vcpus: dict[int, dict[str, int]]
+    slept_ns: int
+    sleeps: int = 0
+    credited_ns: int = 0  # host CPU waits credited against the owed delay instead of slept
+
+    @classmethod
+    def parse(cls, text: str) -> Counters:
+        data = json.loads(text)
+        return cls(
+            nodes={n["node"]: {k: n[k] for k in COUNTER_FIELDS} for n in data["nodes"]},
+            vcpus={v["vcpu"]: {k: v[k] for k in COUNTER_FIELDS} for v in data["vcpus"]},
+            slept_ns=data["slept_ns"],
+            sleeps=data.get("sleeps", 0),
+            credited_ns=data.get("credited_ns", 0),
+        )
+
+    def to_json(self) -> dict:
+        """For results files: string keys, as JSON needs."""
+        return {"nodes": {str(k): v for k, v in self.nodes.items()},
+                "vcpus": {str(k): v for k, v in self.vcpus.items()}, "slept_ns": self.slept_ns, "sleeps": self.sleeps,
+                "credited_ns": self.credited_ns}
+
+
+class Control:
+    """A connection to one running plugin's socket."""
+
+    def __init__(self, path: Path, timeout: float = 10.0):
+        self.path, self.timeout = Path(path), timeout
+        self._sock: socket.socket | None = None
+        self._buffer = b""
+
+    def connect(self, wait: float = 15.0) -> Control:
+        """Connect, retrying while QEMU is still loading the plugin."""
+        deadline = time.monotonic() + wait
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(str(self.path))
+                self._sock = sock
+                return self
+            except OSError as exc:
+                sock.close()
+                if time.monotonic() > deadline:
+                    raise ControlError(f"no latency plugin listening on {self.path}: {exc}") from None
+                time.sleep(0.1)
+
+    def request(self, line: str) -> str:
+        if self._sock is None:
+            self.connect()
+        try:
+            self._sock.sendall(line.encode() + b"\n")
+            while b"\n" not in self._buffer:
+                chunk = self._sock.recv(65536)
+                if not chunk:
+                    raise ControlError(f"plugin closed the control socket answering {line!r}")
+                self._buffer += chunk
+        except OSError as exc:
+            raise ControlError(f"control socket {self.path}: {exc}") from None
+        answer, _, self._buffer = self._buffer.partition(b"\n")
+        text = answer.decode()
+        if text.startswith("error"):
+            raise ControlError(f"plugin refused {line!r}: {text}")
+        return text
+
+    def read(self) -> Counters:
+        return Counters.parse(self.request("read"))
+
+    def reset(self) -> None:
+        self.request("reset")
+
+    def set_delay(self, node: int, read_ns: int, write_ns: int) -> None:
+        self.request(f"delay {node} {int(read_ns)} {int(write_ns)}")
+
+    def add_range(self, base: int, end: int, node: int) -> None:
+        self.request(f"range {base:x} {end:x} {node}")
+
+    def config(self) -> dict:
+        return json.loads(self.request("config"))
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def __enter__(self) -> Control:
+        return self.connect()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -1,0 +1,132 @@
+"""A guest in `emulated` latency mode: TCG, one TCG thread, the latency plugin loaded.
+
+`EmulatedMachine` boots the topology with the plugin (ranges from the q35
+layout, delays as given), checks the computed ranges against the guest's
+SRAT, hands CXL windows to the plugin, and installs the guest probe binary.
+Inside the block, `machine.control` reads/resets counters and changes delays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..image import GuestImage, cache_root
+from ..topology import Topology
+from ..vm import VM
+from . import build, layout
+from .control import Control
+
+PROBE_SOURCE = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "latency_probe.c"
+GUEST_PROBE = "/usr/local/bin/latency_probe"
+
+
+@dataclass(frozen=True)
+class CacheModel:
+    """The plugin's last-level cache model. Default: 16 MiB, 64 B lines, 16 ways (a server LLC slice)."""
+
+    size_kib: int = 16 * 1024
+    line: int = 64
+    ways: int = 16
+
+    def plugin_args(self) -> list[str]:
+        return [f"cache_kib={self.size_kib}", f"line={self.line}", f"ways={self.ways}"]
+
+
+Delays = dict[int, tuple[int, int]]  # node -> (read ns, write ns) owed per miss
+
+
+def probe_binary() -> Path:
+    """The guest microbenchmark, built static on the host (the guest has no compiler), cached by digest."""
+    digest = hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest()[:16]
+    target = cache_root() / "latency" / "bin" / f"latency_probe-{digest}"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(PROBE_SOURCE)],
+                                check=False, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise build.PluginError(f"compiling {PROBE_SOURCE} failed:\n{result.stderr}")
+        tmp.replace(target)
+    return target
+
+
+def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: Delays,
+                  cache: CacheModel, batch_ns: int = 20000) -> str:
+    """The full `-plugin` value: library, control socket, ranges, delays, cache model."""
+    args = [f"sock={socket_path}", f"batch_ns={batch_ns}", *cache.plugin_args()]
+    args += [r.plugin_arg() for r in layout.ram_ranges(topology)]
+    args += [f"delay={node}:{int(r)}:{int(w)}" for node, (r, w) in sorted(delays.items())]
+    return ",".join([str(library), *args])
+
+
+class EmulatedMachine:
+    """Context manager: a booted, checked guest with the plugin and its control connection."""
+
+    def __init__(self, topology: Topology, image: GuestImage, delays: Delays | None = None,
+                 cache: CacheModel = CacheModel(), boot_timeout: float = 300.0, plugin: bool = True,
+                 tcg_single_thread: bool = True, append: str = "no_timer_check"):
+        self.topology, self.image, self.cache = topology, image, cache
+        self.delays = dict(delays or {})
+        # Short path: UNIX socket names are limited to 108 bytes.
+        self._sockdir = Path(tempfile.mkdtemp(prefix="llamas-lat-"))
+        self.socket_path = self._sockdir / "ctl.sock"
+        plugins = ()
+        if plugin:
+            plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache),)
+        # The plugin needs one TCG thread; without it (a baseline) multi-threaded TCG is allowed.
+        single = tcg_single_thread or plugin
+        # no_timer_check: a slow, loaded emulator can miss the kernel's early IO-APIC timer
+        # test, which then panics ("IO-APIC + timer doesn't work"); seen here under load.
+        self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single, append=append,
+                     boot_timeout=boot_timeout)
+        self.control: Control | None = Control(self.socket_path) if plugin else None
+        self.ranges: list[layout.Range] = []
+
+    def __enter__(self) -> EmulatedMachine:
+        try:
+            self.vm.__enter__()
+            self._after_boot()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _after_boot(self) -> None:
+        dmesg = self.vm.shell.run("dmesg").stdout
+        self.ranges = layout.check_against_guest(self.topology, dmesg)
+        if self.control is not None:
+            self.control.connect()
+            if self.topology.cxl_nodes:
+                iomem = self.vm.shell.run("cat /proc/iomem").stdout
+                for r in layout.cxl_window_ranges(iomem, self.topology):
+                    self.control.add_range(r.base, r.end, r.node)
+                    self.ranges.append(r)
+        self.vm.shell.put(probe_binary(), GUEST_PROBE)
+        self.vm.shell.run(f"chmod +x {GUEST_PROBE}")
+
+    def set_delays(self, delays: Delays) -> None:
+        for node, (r, w) in delays.items():
+            self.control.set_delay(node, r, w)
+        self.delays = dict(delays)
+
+    def run_probe(self, mode: str, node: int, size_mib: int = 32, passes: int = 1) -> float:
+        """ns per operation of the guest microbenchmark bound to memory `node`, CPUs of node 0."""
+        cpu_node = next(n.id for n in self.topology.nodes if n.cpus)
+        out = self.vm.shell.run(f"numactl --membind={node} --cpunodebind={cpu_node} "
+                                f"{GUEST_PROBE} {mode} {size_mib} {passes}", timeout=600).stdout
+        fields = dict(kv.split("=", 1) for kv in out.split())
+        return float(fields["ns_per_op"])
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+        self.vm.shutdown()
+        shutil.rmtree(self._sockdir, ignore_errors=True)
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

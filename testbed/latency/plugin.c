@@ -1,0 +1,538 @@
+/*
+ * llamas-latency: a QEMU TCG plugin that makes each guest memory node as slow
+ * as its topology says, and counts what every node served.
+ *
+ * Every data access is classified by guest physical address to a node, passes
+ * through a set-associative LRU cache model (the last-level cache), and a miss
+ * owes that node's read or write delay.  Debt is paid in batches with
+ * nanosleep: sleeping once per ~20 us keeps the overhead low, and carrying
+ * oversleep over as credit keeps the average exact.  Time the emulator spent
+ * waiting for a host CPU is credited against the debt (see pay_debt).  Counters per vCPU and
+ * node are read and reset from the host over a UNIX socket while the guest
+ * runs.
+ *
+ * Needs `-accel tcg,thread=single`: the cache model and counters are not
+ * thread-safe, and qemu_plugin_get_hwaddr crashed multi-threaded TCG.
+ *
+ * Arguments (QEMU splits them at commas):
+ *   range=BASE:END:NODE   guest physical [BASE, END) in hex belongs to NODE (repeatable)
+ *   delay=NODE:READ:WRITE ns owed per read / write miss on NODE (repeatable)
+ *   cache_kib=N line=N ways=N   the cache model (default 16 MiB, 64 B, 16 ways)
+ *   batch_ns=N            pay debt once it exceeds N ns (default 20000)
+ *   credit_cap_ns=N       host-CPU wait carried as credit, at most (default 5 ms)
+ *   sock=PATH             control socket (optional)
+ *
+ * Control protocol, one line per request, one line per answer:
+ *   read                  -> JSON counters since the last reset
+ *   reset                 -> ok
+ *   delay NODE READ WRITE -> ok  (change a node's delays while running)
+ *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
+ *   config                -> JSON of ranges, delays and cache geometry
+ *
+ * Debian ships no qemu-plugin.h, so the few API pieces used are declared
+ * below, copied in layout from QEMU's include/qemu/qemu-plugin.h (API 2..4).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- the QEMU plugin API subset (layouts from qemu-plugin.h) ------------- */
+
+#define QEMU_PLUGIN_EXPORT __attribute__((visibility("default")))
+typedef uint64_t qemu_plugin_id_t;
+typedef uint32_t qemu_plugin_meminfo_t;
+typedef struct qemu_info_t {
+    const char *target_name;
+    struct { int min; int cur; } version;
+    bool system_emulation;
+    union { struct { int smp_vcpus; int max_vcpus; } system; };
+} qemu_info_t;
+enum qemu_plugin_cb_flags { QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_CB_R_REGS, QEMU_PLUGIN_CB_RW_REGS };
+enum qemu_plugin_mem_rw { QEMU_PLUGIN_MEM_R = 1, QEMU_PLUGIN_MEM_W, QEMU_PLUGIN_MEM_RW };
+struct qemu_plugin_tb;
+struct qemu_plugin_insn;
+struct qemu_plugin_hwaddr;
+typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
+typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
+typedef void (*qemu_plugin_vcpu_mem_cb_t)(unsigned int vcpu_index, qemu_plugin_meminfo_t info,
+                                          uint64_t vaddr, void *userdata);
+void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
+size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
+struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_mem_cb_t cb,
+                                      enum qemu_plugin_cb_flags flags, enum qemu_plugin_mem_rw rw,
+                                      void *userdata);
+bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info);
+struct qemu_plugin_hwaddr *qemu_plugin_get_hwaddr(qemu_plugin_meminfo_t info, uint64_t vaddr);
+bool qemu_plugin_hwaddr_is_io(const struct qemu_plugin_hwaddr *haddr);
+uint64_t qemu_plugin_hwaddr_phys_addr(const struct qemu_plugin_hwaddr *haddr);
+void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
+void qemu_plugin_outs(const char *string);
+
+/* API 2 is the oldest that QEMU 10 accepts and has everything used here. */
+QEMU_PLUGIN_EXPORT int qemu_plugin_version = 2;
+
+/* ---- state --------------------------------------------------------------- */
+
+#define MAX_NODES 16
+#define MAX_VCPUS 64
+#define MAX_RANGES 64
+#define OTHER MAX_NODES /* counter slot for addresses no range claims */
+
+struct range { uint64_t base, end; int node; };
+struct counters { uint64_t accesses, reads, writes, misses, read_misses, write_misses, delay_ns; };
+
+static struct range ranges[MAX_RANGES];
+static volatile int n_ranges;
+static volatile uint64_t delay_ns[MAX_NODES][2]; /* [node][0 read, 1 write] */
+
+static unsigned line_shift = 6, ways = 16;
+static uint64_t n_sets, set_mask, cache_kib = 16 * 1024;
+static uint64_t *tags; /* n_sets * ways line numbers + 1 (0 = empty), MRU first */
+
+static uint64_t batch_ns = 20000;
+static uint64_t credit_cap_ns = 5000000; /* the most host-CPU wait carried ahead as credit */
+static int64_t debt_ns; /* may go negative: oversleep is credit */
+static uint64_t slept_ns, sleeps, credited_ns;
+
+/* Written only by the (single) vCPU thread; the control thread reads them and
+ * keeps a baseline for "reset", so no counter is ever written by two threads. */
+static struct counters count[MAX_VCPUS][MAX_NODES + 1];
+static struct counters base[MAX_VCPUS][MAX_NODES + 1];
+static uint64_t slept_base, sleeps_base, credited_base;
+static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static char sock_path[108];
+static int listen_fd = -1;
+
+/* ---- the hot path ------------------------------------------------------- */
+
+static inline int classify(uint64_t pa)
+{
+    int n = n_ranges;
+    for (int i = 0; i < n; i++) {
+        if (pa >= ranges[i].base && pa < ranges[i].end) {
+            return ranges[i].node;
+        }
+    }
+    return OTHER;
+}
+
+/* True on a hit. LRU by keeping each set's ways in recency order. */
+static inline bool cache_access(uint64_t pa)
+{
+    static uint64_t last_line;
+    uint64_t line = (pa >> line_shift) + 1;
+    if (line == last_line) {
+        return true; /* already most recent in its set: nothing to update (stack, sequential words) */
+    }
+    last_line = line;
+    uint64_t index = set_mask ? line & set_mask : line % n_sets; /* a mask where sets are a power of two */
+    uint64_t *set = tags + index * ways;
+    for (unsigned w = 0; w < ways; w++) {
+        if (set[w] == line) {
+            memmove(set + 1, set, w * sizeof(*set));
+            set[0] = line;
+            return true;
+        }
+    }
+    memmove(set + 1, set, (ways - 1) * sizeof(*set));
+    set[0] = line;
+    return false;
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* ns this thread has waited on a run queue (runnable, not running), from
+ * /proc/thread-self/schedstat; 0 where the kernel does not keep schedstats. */
+static uint64_t run_delay_ns(void)
+{
+    static __thread int fd = -2;
+    char text[96];
+    unsigned long long cpu, waited;
+    if (fd == -2) {
+        fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+    }
+    ssize_t got = fd < 0 ? -1 : pread(fd, text, sizeof(text) - 1, 0);
+    if (got <= 0) {
+        return 0;
+    }
+    text[got] = 0;
+    return sscanf(text, "%llu %llu", &cpu, &waited) == 2 ? waited : 0;
+}
+
+/* Sleep off the debt; whatever the kernel over- or under-sleeps is carried.
+ * Time the emulator lost waiting for a CPU since the last payment (other
+ * processes on a shared host) is credited against the debt: the guest has
+ * already felt it, and counting it once keeps the felt latency steady under
+ * host load.  A preemption can last milliseconds, longer than one batch, so
+ * credit may run ahead of the debt, up to credit_cap_ns; halted (idle) time
+ * is no run-queue wait and earns none. */
+static void pay_debt(void)
+{
+    static __thread bool slack_set;
+    static uint64_t waited_mark;
+    if (!slack_set) {
+        prctl(PR_SET_TIMERSLACK, 1UL); /* default 50 us slack would dwarf a 20 us batch */
+        slack_set = true;
+        waited_mark = run_delay_ns();
+    }
+    uint64_t waited_now = run_delay_ns();
+    int64_t before = debt_ns;
+    debt_ns -= (int64_t)(waited_now - waited_mark);
+    waited_mark = waited_now;
+    if (debt_ns < -(int64_t)credit_cap_ns) {
+        debt_ns = -(int64_t)credit_cap_ns;
+    }
+    credited_ns += before - debt_ns;
+    if (debt_ns <= 0) {
+        return;
+    }
+    uint64_t start = now_ns();
+    struct timespec ts = { (time_t)(debt_ns / 1000000000), (long)(debt_ns % 1000000000) };
+    nanosleep(&ts, NULL);
+    uint64_t slept = now_ns() - start;
+    debt_ns -= (int64_t)slept;
+    slept_ns += slept;
+    sleeps++;
+    waited_mark = run_delay_ns(); /* a wait to run again after the sleep is in `slept` already */
+}
+
+static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
+{
+    struct qemu_plugin_hwaddr *hw = qemu_plugin_get_hwaddr(info, vaddr);
+    if (!hw) {
+        return;
+    }
+    uint64_t pa = qemu_plugin_hwaddr_phys_addr(hw);
+    int node = classify(pa);
+    bool store = qemu_plugin_mem_is_store(info);
+    struct counters *c = &count[vcpu < MAX_VCPUS ? vcpu : MAX_VCPUS - 1][node];
+    c->accesses++;
+    if (store) {
+        c->writes++;
+    } else {
+        c->reads++;
+    }
+    if (node == OTHER || cache_access(pa)) {
+        return;
+    }
+    uint64_t owed = delay_ns[node][store];
+    c->misses++;
+    if (store) {
+        c->write_misses++;
+    } else {
+        c->read_misses++;
+    }
+    c->delay_ns += owed;
+    debt_ns += (int64_t)owed;
+    if (debt_ns > (int64_t)batch_ns) {
+        pay_debt();
+    }
+}
+
+static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
+{
+    size_t n = qemu_plugin_tb_n_insns(tb);
+    for (size_t i = 0; i < n; i++) {
+        qemu_plugin_register_vcpu_mem_cb(qemu_plugin_tb_get_insn(tb, i), on_mem,
+                                         QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, NULL);
+    }
+}
+
+/* ---- control socket ------------------------------------------------------ */
+
+static void add_counters(struct counters *sum, const struct counters *now, const struct counters *was)
+{
+    sum->accesses += now->accesses - was->accesses;
+    sum->reads += now->reads - was->reads;
+    sum->writes += now->writes - was->writes;
+    sum->misses += now->misses - was->misses;
+    sum->read_misses += now->read_misses - was->read_misses;
+    sum->write_misses += now->write_misses - was->write_misses;
+    sum->delay_ns += now->delay_ns - was->delay_ns;
+}
+
+static int put_counters(char *out, size_t size, const char *key, int id, const struct counters *c)
+{
+    return snprintf(out, size,
+                    "{\"%s\":%d,\"accesses\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
+                    ",\"misses\":%" PRIu64 ",\"read_misses\":%" PRIu64 ",\"write_misses\":%" PRIu64
+                    ",\"delay_ns\":%" PRIu64 "}",
+                    key, id, c->accesses, c->reads, c->writes, c->misses, c->read_misses,
+                    c->write_misses, c->delay_ns);
+}
+
+/* JSON: per node (id -1 = unclassified), per vCPU (only those that ran), sleep totals. */
+static size_t format_counters(char *out, size_t size)
+{
+    struct counters per_node[MAX_NODES + 1] = {0}, per_vcpu[MAX_VCPUS] = {0};
+    for (int v = 0; v < MAX_VCPUS; v++) {
+        for (int n = 0; n <= MAX_NODES; n++) {
+            struct counters now = count[v][n]; /* one snapshot, so both sums agree */
+            add_counters(&per_node[n], &now, &base[v][n]);
+            add_counters(&per_vcpu[v], &now, &base[v][n]);
+        }
+    }
+    int max_node = 0;
+    for (int i = 0; i < n_ranges; i++) {
+        max_node = ranges[i].node > max_node ? ranges[i].node : max_node;
+    }
+    size_t len = snprintf(out, size, "{\"nodes\":[");
+    for (int n = 0; n <= max_node; n++) {
+        len += put_counters(out + len, size - len, "node", n, &per_node[n]);
+        len += snprintf(out + len, size - len, ",");
+    }
+    len += put_counters(out + len, size - len, "node", -1, &per_node[OTHER]);
+    len += snprintf(out + len, size - len, "],\"vcpus\":[");
+    bool first = true;
+    for (int v = 0; v < MAX_VCPUS; v++) {
+        if (per_vcpu[v].accesses == 0) {
+            continue;
+        }
+        len += snprintf(out + len, size - len, first ? "" : ",");
+        len += put_counters(out + len, size - len, "vcpu", v, &per_vcpu[v]);
+        first = false;
+    }
+    len += snprintf(out + len, size - len,
+                    "],\"slept_ns\":%" PRIu64 ",\"sleeps\":%" PRIu64 ",\"credited_ns\":%" PRIu64 "}\n",
+                    slept_ns - slept_base, sleeps - sleeps_base, credited_ns - credited_base);
+    return len;
+}
+
+static size_t format_config(char *out, size_t size)
+{
+    size_t len = snprintf(out, size, "{\"ranges\":[");
+    for (int i = 0; i < n_ranges; i++) {
+        len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 ",%d]", i ? "," : "",
+                        ranges[i].base, ranges[i].end, ranges[i].node);
+    }
+    len += snprintf(out + len, size - len, "],\"delays\":[");
+    for (int n = 0; n < MAX_NODES; n++) {
+        len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
+                        delay_ns[n][0], delay_ns[n][1]);
+    }
+    return len + snprintf(out + len, size - len,
+                          "],\"cache_kib\":%" PRIu64 ",\"line\":%u,\"ways\":%u,\"sets\":%" PRIu64
+                          ",\"batch_ns\":%" PRIu64 ",\"credit_cap_ns\":%" PRIu64 "}\n",
+                          cache_kib, 1u << line_shift, ways, n_sets, batch_ns, credit_cap_ns);
+}
+
+static bool add_range(uint64_t lo, uint64_t hi, int node)
+{
+    if (n_ranges >= MAX_RANGES || node < 0 || node >= MAX_NODES || hi <= lo) {
+        return false;
+    }
+    ranges[n_ranges] = (struct range){ lo, hi, node };
+    __atomic_store_n(&n_ranges, n_ranges + 1, __ATOMIC_RELEASE); /* publish after the entry */
+    return true;
+}
+
+static bool set_delay(int node, uint64_t rd, uint64_t wr)
+{
+    if (node < 0 || node >= MAX_NODES) {
+        return false;
+    }
+    delay_ns[node][0] = rd;
+    delay_ns[node][1] = wr;
+    return true;
+}
+
+static size_t answer(const char *request, char *out, size_t size)
+{
+    int node;
+    uint64_t a, b;
+    if (strncmp(request, "read", 4) == 0) {
+        return format_counters(out, size);
+    }
+    if (strncmp(request, "config", 6) == 0) {
+        return format_config(out, size);
+    }
+    if (strncmp(request, "reset", 5) == 0) {
+        memcpy(base, count, sizeof(base));
+        slept_base = slept_ns;
+        sleeps_base = sleeps;
+        credited_base = credited_ns;
+        return snprintf(out, size, "ok\n");
+    }
+    if (sscanf(request, "delay %d %" SCNu64 " %" SCNu64, &node, &a, &b) == 3 && set_delay(node, a, b)) {
+        return snprintf(out, size, "ok\n");
+    }
+    if (sscanf(request, "range %" SCNx64 " %" SCNx64 " %d", &a, &b, &node) == 3 && add_range(a, b, node)) {
+        return snprintf(out, size, "ok\n");
+    }
+    return snprintf(out, size, "error: unknown or invalid request\n");
+}
+
+static void serve(int fd)
+{
+    static char out[65536];
+    char request[256];
+    size_t have = 0;
+    ssize_t got;
+    while ((got = read(fd, request + have, sizeof(request) - 1 - have)) > 0) {
+        have += got;
+        request[have] = 0;
+        char *nl;
+        while ((nl = strchr(request, '\n')) != NULL) {
+            *nl = 0;
+            pthread_mutex_lock(&control_lock);
+            size_t len = answer(request, out, sizeof(out));
+            pthread_mutex_unlock(&control_lock);
+            if (write(fd, out, len) != (ssize_t)len) {
+                return;
+            }
+            have -= nl + 1 - request;
+            memmove(request, nl + 1, have + 1);
+        }
+        if (have == sizeof(request) - 1) {
+            return; /* a line longer than any request: drop the client */
+        }
+    }
+}
+
+static void *control_thread(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int fd = accept(listen_fd, NULL, NULL);
+        if (fd < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return NULL;
+        }
+        serve(fd);
+        close(fd);
+    }
+}
+
+static bool start_control(void)
+{
+    struct sockaddr_un addr = { .sun_family = AF_UNIX };
+    if (strlen(sock_path) >= sizeof(addr.sun_path)) {
+        return false;
+    }
+    strcpy(addr.sun_path, sock_path);
+    unlink(sock_path);
+    listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&addr, sizeof(addr)) < 0 ||
+        listen(listen_fd, 4) < 0) {
+        return false;
+    }
+    pthread_t thread;
+    if (pthread_create(&thread, NULL, control_thread, NULL) != 0) {
+        return false;
+    }
+    pthread_detach(thread);
+    return true;
+}
+
+/* ---- install --------------------------------------------------------------- */
+
+static void on_exit_cb(qemu_plugin_id_t id, void *udata)
+{
+    if (sock_path[0]) {
+        unlink(sock_path);
+    }
+}
+
+static void say(const char *fmt, const char *detail)
+{
+    char line[512];
+    snprintf(line, sizeof(line), fmt, detail);
+    qemu_plugin_outs(line);
+    fputs(line, stderr); /* qemu_plugin_outs only shows with -d plugin */
+}
+
+static bool parse_arg(const char *arg)
+{
+    uint64_t lo, hi, rd, wr;
+    int node;
+    char *end;
+    if (sscanf(arg, "range=%" SCNx64 ":%" SCNx64 ":%d", &lo, &hi, &node) == 3) {
+        return add_range(lo, hi, node);
+    }
+    if (sscanf(arg, "delay=%d:%" SCNu64 ":%" SCNu64, &node, &rd, &wr) == 3) {
+        return set_delay(node, rd, wr);
+    }
+    if (strncmp(arg, "cache_kib=", 10) == 0) {
+        cache_kib = strtoull(arg + 10, &end, 10);
+        return *end == 0 && cache_kib > 0;
+    }
+    if (strncmp(arg, "line=", 5) == 0) {
+        unsigned long line = strtoul(arg + 5, &end, 10);
+        line_shift = __builtin_ctzl(line ? line : 1);
+        return *end == 0 && line >= 8 && (line & (line - 1)) == 0;
+    }
+    if (strncmp(arg, "ways=", 5) == 0) {
+        ways = strtoul(arg + 5, &end, 10);
+        return *end == 0 && ways > 0 && ways <= 64;
+    }
+    if (strncmp(arg, "batch_ns=", 9) == 0) {
+        batch_ns = strtoull(arg + 9, &end, 10);
+        return *end == 0;
+    }
+    if (strncmp(arg, "credit_cap_ns=", 14) == 0) {
+        credit_cap_ns = strtoull(arg + 14, &end, 10);
+        return *end == 0;
+    }
+    if (strncmp(arg, "sock=", 5) == 0 && strlen(arg + 5) < sizeof(sock_path)) {
+        strcpy(sock_path, arg + 5);
+        return true;
+    }
+    return false;
+}
+
+QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char **argv)
+{
+    if (info->version.min > qemu_plugin_version || info->version.cur < qemu_plugin_version) {
+        say("llamas-latency: built for plugin API %s, which this QEMU does not accept\n", "2");
+        return -1;
+    }
+    if (!info->system_emulation) {
+        say("llamas-latency: needs system emulation (%s)\n", info->target_name);
+        return -1;
+    }
+    for (int i = 0; i < argc; i++) {
+        if (!parse_arg(argv[i])) {
+            say("llamas-latency: bad argument '%s'\n", argv[i]);
+            return -1;
+        }
+    }
+    n_sets = (cache_kib * 1024 >> line_shift) / ways;
+    if (n_sets == 0) {
+        say("llamas-latency: cache too small for its ways (%s)\n", "cache_kib, line, ways");
+        return -1;
+    }
+    set_mask = (n_sets & (n_sets - 1)) == 0 ? n_sets - 1 : 0;
+    tags = calloc(n_sets * ways, sizeof(*tags));
+    if (!tags) {
+        say("llamas-latency: no memory for the cache model (%s)\n", "calloc");
+        return -1;
+    }
+    if (sock_path[0] && !start_control()) {
+        say("llamas-latency: cannot listen on control socket %s\n", sock_path);
+        return -1;
+    }
+    qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb_trans);
+    qemu_plugin_register_atexit_cb(id, on_exit_cb, NULL);
+    return 0;
+}

@@ -1,0 +1,157 @@
+"""`testbed probe-latency TOPOLOGY [--json]`: does each node feel as slow as the topology says?
+
+Boots the topology in emulated mode (TCG, one thread, latency plugin),
+calibrates once per host and image (cached), then runs a pointer chase and a
+store loop bound to each node (numactl --membind=N --cpunodebind=<CPU node>)
+and reports per node the target and measured read and write latencies and
+the largest error of the slow/fast ratios.  Measured figures are what the
+guest feels, k times the target (k absorbs TCG's own cost); ratios are the
+claim.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import host, image
+from ..topology import Topology, load, resolve
+from . import calibrate
+from .control import Counters
+from .emulated import CacheModel, EmulatedMachine
+
+
+@dataclass
+class NodeResult:
+    node: int
+    target_read_ns: int
+    target_write_ns: int
+    measured_read_ns: float = 0.0
+    measured_write_ns: float = 0.0
+
+
+@dataclass
+class ProbeResult:
+    topology: str
+    nodes: list[NodeResult]
+    reference: int
+    counters: dict[int, Counters] = field(default_factory=dict)  # node -> counters of its runs
+
+    def ratios(self) -> dict[int, dict[str, tuple[float, float]]]:
+        """{node: {"read"|"write": (target ratio, measured ratio)}} against the reference node."""
+        ref = next(n for n in self.nodes if n.node == self.reference)
+        return {n.node: {"read": (n.target_read_ns / ref.target_read_ns, n.measured_read_ns / ref.measured_read_ns),
+                         "write": (n.target_write_ns / ref.target_write_ns,
+                                   n.measured_write_ns / ref.measured_write_ns)}
+                for n in self.nodes if n.node != self.reference}
+
+    @property
+    def ratio_error_max(self) -> float:
+        errors = [abs(measured / target - 1) for kinds in self.ratios().values() for target, measured in kinds.values()]
+        return max(errors, default=0.0)
+
+    def to_json(self) -> dict:
+        """The documented shape, exactly."""
+        return {
+            "topology": self.topology,
+            "nodes": [{"node": n.node, "target_read_ns": n.target_read_ns, "target_write_ns": n.target_write_ns,
+                       "measured_read_ns": round(n.measured_read_ns, 1),
+                       "measured_write_ns": round(n.measured_write_ns, 1)} for n in self.nodes],
+            "ratio_error_max": round(self.ratio_error_max, 4),
+        }
+
+
+def measure_nodes(machine: EmulatedMachine, targets: dict[int, tuple[int, int]], repeats: int) -> ProbeResult:
+    """Median chase and store figures per node, runs interleaved across nodes to spread host noise."""
+    samples: dict[int, dict[str, list[float]]] = {n: {"chase": [], "store": []} for n in targets}
+    counters: dict[int, Counters] = {}
+    for _ in range(repeats):
+        for node in targets:
+            machine.control.reset()
+            for mode in ("chase", "store"):
+                samples[node][mode].append(machine.run_probe(mode, node))
+            counters[node] = machine.control.read()
+    nodes = []
+    for node, (t_r, t_w) in sorted(targets.items()):
+        chase, store = sorted(samples[node]["chase"]), sorted(samples[node]["store"])
+        nodes.append(NodeResult(node, t_r, t_w, chase[len(chase) // 2], store[len(store) // 2]))
+    return ProbeResult(machine.topology.name, nodes, calibrate.reference_node(machine.topology), counters)
+
+
+def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int = calibrate.REPEATS,
+                  recalibrate: bool = False, console: Console | None = None) -> ProbeResult:
+    """Boot `topology_name` in emulated mode, measure every node, print a table or JSON; return the result."""
+    console = console or Console(stderr=True)
+    topo: Topology = load(resolve(topology_name))
+    targets = calibrate.targets(topo)
+    host.ensure()
+    img = image.ensure(console)
+    with console.status(f"booting {topo.name} in emulated latency mode (TCG, latency plugin)"):
+        machine = EmulatedMachine(topo, img, cache=CacheModel()).__enter__()
+    try:
+        with console.status("calibrating against TCG's own speed (once per host and image)"):
+            cal = calibrate.ensure(machine, force=recalibrate)
+        machine.set_delays(cal.delays(targets))
+        with console.status(f"probing {len(targets)} nodes ({repeats} runs each)"):
+            result = measure_nodes(machine, targets, repeats)
+    finally:
+        machine.close()
+    _print(result, cal, json_output, console)
+    return result
+
+
+def _print(result: ProbeResult, cal: calibrate.Calibration, json_output: bool, console: Console) -> None:
+    if json_output:
+        print(json.dumps(result.to_json(), indent=2))
+        return
+    k = cal.scale({n.node: (n.target_read_ns, n.target_write_ns) for n in result.nodes})
+    table = Table(title=f"{result.topology}: felt = k x target, k = {k:.2f} (TCG's own cost per access: "
+                        f"{cal.base_read_ns:.0f} ns read, {cal.base_write_ns:.0f} ns write)")
+    for column in ("node", "target r ns", "target w ns", "measured r ns", "measured w ns",
+                   "ratio r (want)", "ratio w (want)"):
+        table.add_column(column, justify="right")
+    ratios = result.ratios()
+    for n in result.nodes:
+        r = ratios.get(n.node)
+        cells = (f"{r['read'][1]:.2f} ({r['read'][0]:.2f})", f"{r['write'][1]:.2f} ({r['write'][0]:.2f})") \
+            if r else ("reference", "reference")
+        table.add_row(str(n.node), str(n.target_read_ns), str(n.target_write_ns), f"{n.measured_read_ns:.1f}",
+                      f"{n.measured_write_ns:.1f}", *cells)
+    out = Console(width=max(Console().width, 110))
+    out.print(table)
+    out.print(f"largest ratio error: {result.ratio_error_max * 100:.1f} %")
+
+
+def cmd_probe_latency(args: argparse.Namespace) -> int:
+    probe_latency(args.topology, args.json, repeats=args.repeats, recalibrate=args.recalibrate)
+    return 0
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("topology")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--repeats", type=int, default=calibrate.REPEATS, help="runs per node and kind (median)")
+    parser.add_argument("--recalibrate", action="store_true", help="measure TCG's speed again, ignoring the cache")
+    parser.set_defaults(func=cmd_probe_latency)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Register `testbed probe-latency` on the testbed command's subparsers."""
+    _add_arguments(sub.add_parser("probe-latency", help="boot with the latency plugin and measure each node"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: probe-latency TOPOLOGY [--json] [--repeats N] [--recalibrate]."""
+    parser = argparse.ArgumentParser(prog="testbed probe-latency", description=__doc__.splitlines()[0])
+    _add_arguments(parser)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
