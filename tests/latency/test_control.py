@@ -1,0 +1,102 @@
+"""The plugin's control socket, spoken to in a real QEMU (no guest: `-machine none`)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from testbed.latency import build
+from testbed.latency.control import COUNTER_FIELDS, Control, ControlError, Counters
+from testbed.process import child_dies_with_parent
+
+needs_qemu = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("qemu-system-x86_64") is None,
+                                reason="needs gcc and qemu-system-x86_64")
+
+SAMPLE = json.dumps({
+    "nodes": [{"node": 0, **dict.fromkeys(COUNTER_FIELDS, 1)}, {"node": -1, **dict.fromkeys(COUNTER_FIELDS, 0)}],
+    "vcpus": [{"vcpu": 1, **dict.fromkeys(COUNTER_FIELDS, 1)}], "slept_ns": 5, "sleeps": 2})
+
+
+def test_counters_parse_per_node_and_per_vcpu():
+    c = Counters.parse(SAMPLE)
+    assert set(c.nodes) == {0, -1} and c.nodes[0]["misses"] == 1
+    assert set(c.vcpus) == {1} and c.slept_ns == 5 and c.sleeps == 2
+    assert c.to_json()["nodes"]["0"]["delay_ns"] == 1
+
+
+def test_counters_missing_a_field_do_not_parse():
+    broken = json.loads(SAMPLE)
+    del broken["nodes"][0]["misses"]
+    with pytest.raises(KeyError):
+        Counters.parse(json.dumps(broken))
+
+
+@pytest.fixture
+def plugin_qemu(tmp_path):
+    """A machine-less QEMU with the plugin loaded and listening; killed after the test."""
+    sock = tmp_path / "ctl.sock"
+    args = ",".join([str(build.ensure()), f"sock={sock}", "cache_kib=1024", "line=128", "ways=8", "credit_cap_ns=1000000",
+                     "range=0:40000000:0", "range=40000000:80000000:1", "delay=1:250:900"])
+    process = subprocess.Popen(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+                                "-accel", "tcg,thread=single", "-plugin", args],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=child_dies_with_parent)
+    try:
+        with Control(sock) as control:
+            yield control
+    finally:
+        process.kill()
+        process.wait()
+
+
+@needs_qemu
+def test_config_shows_the_arguments_qemu_passed(plugin_qemu):
+    config = plugin_qemu.config()
+    assert config["ranges"] == [[0, 0x40000000, 0], [0x40000000, 0x80000000, 1]]
+    assert config["delays"][:2] == [[0, 0], [250, 900]]
+    assert (config["cache_kib"], config["line"], config["ways"]) == (1024, 128, 8)
+    assert config["sets"] == 1024 * 1024 // 128 // 8
+    assert config["credit_cap_ns"] == 1_000_000
+
+
+@needs_qemu
+def test_delays_and_ranges_change_while_running(plugin_qemu):
+    plugin_qemu.set_delay(0, 500, 600)
+    plugin_qemu.add_range(0x100000000, 0x140000000, 2)
+    config = plugin_qemu.config()
+    assert config["delays"][0] == [500, 600]
+    assert config["ranges"][-1] == [0x100000000, 0x140000000, 2]
+
+
+@needs_qemu
+def test_counters_cover_every_ranged_node_and_the_unclassified_slot(plugin_qemu):
+    plugin_qemu.reset()
+    counters = plugin_qemu.read()
+    assert set(counters.nodes) == {0, 1, -1}
+    assert all(v == 0 for node in counters.nodes.values() for v in node.values())
+    assert (counters.slept_ns, counters.sleeps, counters.credited_ns) == (0, 0, 0)
+
+
+@needs_qemu
+@pytest.mark.parametrize("request_line", ["delay 99 1 1", "range 10 5 0", "frobnicate"])
+def test_bad_requests_are_refused_and_the_socket_stays_usable(plugin_qemu, request_line):
+    with pytest.raises(ControlError, match="plugin refused"):
+        plugin_qemu.request(request_line)
+    assert plugin_qemu.config()["cache_kib"] == 1024
+
+
+@needs_qemu
+def test_a_bad_plugin_argument_stops_qemu_with_its_name(tmp_path):
+    result = subprocess.run(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+                             "-accel", "tcg,thread=single", "-plugin", f"{build.ensure()},ways=0"],
+                            check=False, capture_output=True, text=True, timeout=30, preexec_fn=child_dies_with_parent)
+    assert result.returncode != 0
+    assert "bad argument 'ways=0'" in result.stderr
+
+
+def test_no_plugin_listening_is_a_clear_error(tmp_path):
+    with pytest.raises(ControlError, match="no latency plugin listening"):
+        Control(tmp_path / "absent.sock").connect(wait=0.2)
