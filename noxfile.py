@@ -11,10 +11,17 @@ import nox
 
 nox.options.sessions = ["tests"]
 nox.options.reuse_existing_virtualenvs = True
+# llama-cpp-python builds from source with -march=native, which uses AMX where the CPU reports it;
+# in VMs that report AMX without enabling it (these hosts), the server dies with SIGSEGV. AVX2 runs anywhere.
+LLAMA_CPP_PORTABLE = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
+
+
+def _pip_install(session: nox.Session, extras: str = "") -> None:
+    session.install("-e", f".{extras}", env={"CMAKE_ARGS": LLAMA_CPP_PORTABLE} if "local-llm" in extras else None)
 
 
 def _install(session: nox.Session, extras: str = "") -> None:
-    session.install("-e", f".{extras}")
+    _pip_install(session, extras)
     session.run("testbed", "host-setup")
     session.run("testbed", "image")
 
@@ -28,8 +35,8 @@ def testbed(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Unit tests and VM tests. Quick loop: nox -s tests -- -m 'not vm'."""
-    _install(session, "[test]")
+    """Unit, VM and local-LLM tests. Quick loop: nox -s tests -- -m 'not vm and not llm'."""
+    _install(session, "[test,local-llm]")
     session.run("pytest", *(session.posargs or ["-v" if os.environ.get("CI") else "-q"]))
 
 
@@ -38,6 +45,36 @@ def bench_boot(session: nox.Session) -> None:
     """Seconds from QEMU start to SSH-ready, per topology."""
     _install(session)
     session.run("python", "benchmarks/boot.py", *session.posargs)
+
+
+@nox.session(name="bench-latency")
+def bench_latency(session: nox.Session) -> None:
+    """Felt latency per node vs the topology (emulated mode), then the plugin's overhead vs plain TCG."""
+    _install(session)
+    for name in session.posargs or ["dram-cxl", "dram-nvm"]:
+        session.run("testbed", "probe-latency", name)
+    session.run("python", "benchmarks/latency_overhead.py")
+
+
+@nox.session(name="bench-gather")
+def bench_gather(session: nox.Session) -> None:
+    """Seconds per `llamas-agent gather` on an idle guest, without DAMON (goal: under 1 s)."""
+    _install(session)
+    session.run("python", "benchmarks/gather.py", *session.posargs)
+
+
+@nox.session
+def exam(session: nox.Session) -> None:
+    """The hint exam, per scenario and overall. Default: the local llama.cpp model; -- --endpoint URL --model M."""
+    _pip_install(session, "[local-llm]")  # no VM: no QEMU or image needed
+    session.run("python", "benchmarks/exam/run.py", *session.posargs)
+
+
+@nox.session(name="eval")
+def evaluation(session: nox.Session) -> None:
+    """The default evaluation matrix (about 20 min here), then its table. Else: -- MATRIX --out DIR."""
+    _install(session, "[local-llm]")
+    session.run("testbed", "eval", *(session.posargs or ["default", "--out", "results/eval-default"]))
 
 
 @nox.session

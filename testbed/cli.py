@@ -11,11 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import guest_view, host, image, topology
+from . import advise_command, guest_view, host, image, topology
 from .cxl import CxlSetupError
+from .evaluation import command as eval_command
 from .guest_view import GuestViewError
 from .host import HostError
 from .image import ImageError
+from .latency import probe as latency_probe
 from .launcher import BootOptions, booted, load_topology
 from .process import Terminated, raise_on_termination
 from .qmp import MonitorError
@@ -130,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_image)
     sub.add_parser("host-setup", help="install what the host lacks (root, Debian)").set_defaults(func=cmd_host_setup)
     sub.add_parser("list", help="list the topologies").set_defaults(func=cmd_list)
+    advise_command.add_parser(sub)
+    latency_probe.add_parser(sub)
+    eval_command.add_parser(sub)
     return p
 
 

@@ -8,14 +8,13 @@ Inside the block, `machine.control` reads/resets counters and changes delays.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..image import GuestImage, cache_root
+from .. import guest_binary
+from ..image import GuestImage
 from ..topology import Topology
 from ..vm import VM
 from . import build, layout
@@ -38,21 +37,6 @@ class CacheModel:
 
 
 Delays = dict[int, tuple[int, int]]  # node -> (read ns, write ns) owed per miss
-
-
-def probe_binary() -> Path:
-    """The guest microbenchmark, built static on the host (the guest has no compiler), cached by digest."""
-    digest = hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest()[:16]
-    target = cache_root() / "latency" / "bin" / f"latency_probe-{digest}"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(tmp), str(PROBE_SOURCE)],
-                                check=False, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise build.PluginError(f"compiling {PROBE_SOURCE} failed:\n{result.stderr}")
-        tmp.replace(target)
-    return target
 
 
 def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: Delays,
@@ -106,8 +90,7 @@ class EmulatedMachine:
                 for r in layout.cxl_window_ranges(iomem, self.topology):
                     self.control.add_range(r.base, r.end, r.node)
                     self.ranges.append(r)
-        self.vm.shell.put(probe_binary(), GUEST_PROBE)
-        self.vm.shell.run(f"chmod +x {GUEST_PROBE}")
+        guest_binary.install(self.vm.shell, PROBE_SOURCE, GUEST_PROBE)
 
     def set_delays(self, delays: Delays) -> None:
         for node, (r, w) in delays.items():

@@ -1,0 +1,77 @@
+"""`testbed eval MATRIX --out DIR` and `testbed eval --rerun DIR/manifest.json`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from .. import image
+from ..advisor import AnswerCache
+from ..llm_client import DEFAULT_TIMEOUT_S, Endpoint
+from . import datafile, manifest, runner, summary
+from . import matrix as _matrix
+
+err = Console(stderr=True)
+
+
+def _load(args: argparse.Namespace) -> tuple[_matrix.Matrix, Path]:
+    """The matrix to run and the output folder, from a matrix file or a recorded manifest."""
+    if args.rerun:
+        recorded = manifest.read(args.rerun)
+        out = args.out or args.rerun.parent / "rerun"
+        return manifest.rerun_matrix(recorded, args.rerun), out
+    if args.matrix is None:
+        raise SystemExit("testbed eval: give a MATRIX (name or file) or --rerun DIR/manifest.json")
+    if args.out is None:
+        raise SystemExit("testbed eval: give --out DIR for the results")
+    return _matrix.load(_matrix.resolve(args.matrix)), args.out
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Run a matrix (or re-run a recorded one), print the summary table."""
+    # A wide table when the output goes to a file or a pipe (nox, CI logs), not 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=170)
+    try:
+        matrix, out = _load(args)
+    except (datafile.DataFileError, manifest.ManifestError) as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
+    img = image.ensure(err)
+    man = manifest.collect(matrix, img, sys.argv)
+    if args.rerun:
+        for line in manifest.drift(manifest.read(args.rerun), man):
+            err.print(f"[yellow]warning:[/yellow] differs from the recorded run: {line}", highlight=False)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest.write(out, man)
+    endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout)
+    settings = runner.Settings(out=out, endpoint=endpoint, refresh=args.refresh,
+                               answers=AnswerCache(args.answers) if args.answers else None)
+    console.print(f"[bold]{matrix.name}[/bold]: {len(matrix.runs())} runs -> {out}")
+    evaluation = runner.Evaluation(matrix, settings, man, console)
+    rows = runner.run_matrix(evaluation, img)
+    console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
+    console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
+    failed = sum(not r.ok for r in evaluation.runs)
+    if failed:
+        err.print(f"[yellow]{failed} run(s) failed; their errors are in results.json[/yellow]")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register `eval` on the `testbed` command's subparsers."""
+    e = sub.add_parser("eval", help="run an evaluation matrix: topologies x workloads x policies x repeats")
+    e.add_argument("matrix", nargs="?", help=f"matrix name or file ({', '.join(_matrix.available())})")
+    e.add_argument("--out", type=Path, help="folder for results, summary, plots and manifest")
+    e.add_argument("--rerun", type=Path, metavar="MANIFEST", help="repeat a recorded evaluation "
+                   "(its matrix text; cached LLM answers are replayed where the prompt matches)")
+    e.add_argument("--endpoint", help="OpenAI-compatible base URL for the llm policy "
+                                      "(default: $OPENAI_BASE_URL, else a local llama.cpp server)")
+    e.add_argument("--model", help="model name (default: $LLAMAS_MODEL, else the server's first)")
+    e.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per LLM request")
+    e.add_argument("--refresh", action="store_true", help="ask the model even when an answer is cached")
+    e.add_argument("--answers", type=Path, help="answer cache folder (default: the testbed's cache)")
+    e.set_defaults(func=cmd_eval)

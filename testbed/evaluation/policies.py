@@ -1,0 +1,263 @@
+"""The policies an evaluation compares, one small class each.
+
+A policy may put a prefix before the workload's command line (how it is
+started), act once at the gate (set-up done, timed phase not begun), act
+again every few seconds during the timed phase, and clean up after the run.
+Everything it changes through the agent is undone by the runner's
+`llamas-agent undo` between runs; what it changes by itself (DAMON) it
+undoes in `cleanup`.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Self
+
+from .. import agent
+from ..advisor import Advisor
+from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetKnob
+from ..ssh import GuestShell
+from ..topology import Topology
+from . import guest_process, hotmap
+from .manifest import LlmExchange
+
+HOTMAP_PATH = "/tmp/llamas-hot.txt"
+GRANULE = 4096          # the skewed kernel's hot-map granule (one page)
+ROOM_MARGIN = 96 << 20  # cold bytes moved off the fast node beyond the hot set's size (its free-page reserve)
+DAMON_ADMIN = "/sys/kernel/mm/damon/admin/kdamonds"
+
+
+class PolicyError(RuntimeError):
+    """A policy cannot act as it should (the run records this as its error)."""
+
+
+@dataclass
+class Context:
+    """What a policy may use for one run."""
+
+    shell: GuestShell
+    topology: Topology
+    proc: guest_process.GuestProcess
+    fast_node: int
+    slow_node: int
+    workload: str
+    repeat: int
+    hotmap: str | None = None                         # the program's hot map in the guest, if it wrote one
+    advisor: Callable[[], Advisor] | None = None      # built on first use (may start a local server)
+    exchanges: list[LlmExchange] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What an action did: hints applied and rejected (or failed)."""
+
+    applied: int = 0
+    rejected: int = 0
+
+    def add(self, result: agent.ApplyResult) -> Outcome:
+        """Count one agent answer; a refused document counts every hint as rejected."""
+        for r in result.results:
+            if r.status == "applied":
+                self.applied += 1
+            else:
+                self.rejected += 1
+        if not result.accepted and not result.results:
+            self.rejected += 1
+        return self
+
+    def __iadd__(self, other: Outcome) -> Self:
+        self.applied += other.applied
+        self.rejected += other.rejected
+        return self
+
+
+class Policy:
+    """First touch, nothing done: the baseline. Subclasses override what they change."""
+
+    name = "default"
+    every_s: float = 0  # > 0: `revisit` runs this often during the timed phase
+
+    def prefix(self) -> list[str]:
+        return []
+
+    def prepare(self, ctx: Context) -> Outcome:
+        return Outcome()
+
+    def revisit(self, ctx: Context) -> Outcome:
+        return Outcome()
+
+    def cleanup(self, ctx: Context) -> None:
+        pass
+
+
+class Interleave(Policy):
+    """Pages spread round-robin over every node from the start (numactl --interleave=all)."""
+
+    name = "interleave"
+
+    def prefix(self) -> list[str]:
+        return ["numactl", "--interleave=all"]
+
+
+class KernelTiering(Policy):
+    """NUMA balancing in tiering mode (hot pages promoted) with demotion on, set through the agent."""
+
+    name = "kernel-tiering"
+
+    def prepare(self, ctx: Context) -> Outcome:
+        document = HintDocument(source="kernel-tiering", hints=[
+            SetKnob(knob="numa_balancing", value=2), SetKnob(knob="demotion_enabled", value=True)])
+        outcome = Outcome().add(agent.apply(ctx.shell, document))
+        if outcome.rejected:
+            raise PolicyError(f"the agent did not set the tiering knobs: {agent.audit_log(ctx.shell)[-2:]}")
+        return outcome
+
+
+def node_span(shell: GuestShell, node: int) -> tuple[int, int]:
+    """Physical [start, end) of a node's memory blocks (DAMON's paddr region for it)."""
+    out = shell.run(f"cat /sys/devices/system/memory/block_size_bytes; "
+                    f"ls /sys/devices/system/node/node{int(node)}/ | sed -n 's/^memory\\([0-9]*\\)$/\\1/p'").stdout
+    size, *blocks = out.split()
+    if not blocks:
+        raise PolicyError(f"node {node} has no memory blocks in sysfs")
+    block = int(size, 16)
+    ids = sorted(int(b) for b in blocks)
+    return ids[0] * block, (ids[-1] + 1) * block
+
+
+def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256) -> str:
+    """Shell lines that start one paddr kdamond per (action, start, end, target node) with a DAMOS scheme.
+
+    migrate_hot matches regions accessed at all in an aggregation interval;
+    migrate_cold matches regions idle for a second (ten intervals).
+    """
+    lines = ["set -e", f"cd {DAMON_ADMIN}", f"echo {len(regions)} > nr_kdamonds"]
+    for i, (action, start, end, target) in enumerate(regions):
+        ctx, scheme = f"{i}/contexts/0", f"{i}/contexts/0/schemes/0"
+        hot = action == "migrate_hot"
+        lines += [f"echo 1 > {i}/contexts/nr_contexts", f"echo paddr > {ctx}/operations",
+                  f"echo 5000 > {ctx}/monitoring_attrs/intervals/sample_us",
+                  f"echo 100000 > {ctx}/monitoring_attrs/intervals/aggr_us",
+                  f"echo 1 > {ctx}/targets/nr_targets", f"echo 1 > {ctx}/targets/0/regions/nr_regions",
+                  f"echo {start} > {ctx}/targets/0/regions/0/start", f"echo {end} > {ctx}/targets/0/regions/0/end",
+                  f"echo 1 > {ctx}/schemes/nr_schemes", f"echo {action} > {scheme}/action",
+                  f"echo {target} > {scheme}/target_nid",
+                  f"echo 4096 > {scheme}/access_pattern/sz/min",
+                  f"echo {2**64 - 1} > {scheme}/access_pattern/sz/max",
+                  f"echo {1 if hot else 0} > {scheme}/access_pattern/nr_accesses/min",
+                  f"echo {2**32 - 1 if hot else 0} > {scheme}/access_pattern/nr_accesses/max",
+                  f"echo {0 if hot else 10} > {scheme}/access_pattern/age/min",
+                  f"echo {2**32 - 1} > {scheme}/access_pattern/age/max",
+                  f"echo {quota_mib << 20} > {scheme}/quotas/bytes",
+                  f"echo 1000 > {scheme}/quotas/reset_interval_ms"]
+    lines += [f"echo on > {i}/state" for i in range(len(regions))]
+    return "\n".join(lines)
+
+
+class Damon(Policy):
+    """DAMON-based tiering (kernel 6.11+): promote hot slow-node regions, demote cold fast-node ones (DAMOS)."""
+
+    name = "damon"
+
+    def prepare(self, ctx: Context) -> Outcome:
+        busy = ctx.shell.run(f"cat {DAMON_ADMIN}/nr_kdamonds", check=False)
+        if not busy.ok:
+            raise PolicyError(f"no DAMON sysfs interface in the guest ({busy.stderr.strip()})")
+        if busy.stdout.strip() != "0":
+            raise PolicyError(f"DAMON is already in use (nr_kdamonds={busy.stdout.strip()})")
+        fast, slow = node_span(ctx.shell, ctx.fast_node), node_span(ctx.shell, ctx.slow_node)
+        script = damos_script([("migrate_hot", *slow, ctx.fast_node), ("migrate_cold", *fast, ctx.slow_node)])
+        result = ctx.shell.run(f"sh -c {shlex.quote(script)}", check=False)
+        if not result.ok:
+            self.cleanup(ctx)
+            raise PolicyError(f"the guest kernel refused the DAMOS set-up: {result.stderr.strip()[-300:]}")
+        return Outcome(applied=2)
+
+    def cleanup(self, ctx: Context) -> None:
+        ctx.shell.run(f"cd {DAMON_ADMIN} && for s in */state; do echo off > $s 2>/dev/null; done; "
+                      "echo 0 > nr_kdamonds", check=False)
+
+
+class Llm(Policy):
+    """The advisor's hints for the gathered state, applied by the agent (once, or every `every_s`)."""
+
+    name = "llm"
+
+    def __init__(self, every_s: float = 0, damon_s: float | None = None):
+        self.every_s, self.damon_s = every_s, damon_s
+
+    def prepare(self, ctx: Context) -> Outcome:
+        if ctx.advisor is None:
+            raise PolicyError("the llm policy needs an advisor")
+        state = agent.gather(ctx.shell, damon_seconds=self.damon_s,
+                             damon_pids=[ctx.proc.pid] if self.damon_s else None)
+        advice = ctx.advisor().advise(ctx.topology, state)
+        ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
+                                         model=advice.model, prompt_digest=advice.prompt_digest,
+                                         answer_digest=advice.answer_digest, cached=advice.cached))
+        outcome = Outcome(rejected=len(advice.dropped))
+        if advice.hints:
+            outcome.add(agent.apply(ctx.shell, advice.document()))
+        return outcome
+
+    revisit = prepare
+
+
+def oracle_moves(pid: int, hot: list[tuple[int, int]], mapping: tuple[int, int], fast: int, slow: int,
+                 margin: int = ROOM_MARGIN) -> list[MoveRange]:
+    """Cold pages off the fast node (from the mapping's start, as many as the hot set plus a margin), then the hot set onto it.
+
+    First touch fills the fast node from the buffer's start, so its first cold
+    bytes are what holds the room the hot set needs. One document suffices:
+    the agent books each accepted move before checking the next one.
+    """
+    start, end = mapping
+    room = sum(length for _, length in hot) + margin
+    cold, cursor = [], start
+    for h_start, h_len in sorted(hot) + [(end, 0)]:
+        take = min(h_start - cursor, room)
+        if take > 0:
+            cold.append((cursor, take))
+            room -= take
+        cursor = h_start + h_len
+    pieces = [(s, n, slow) for s, n in cold] + [(s, n, fast) for s, n in hot]
+    return [MoveRange(pid=pid, start=s + off, length=min(MAX_RANGE_BYTES, n - off), to_node=node)
+            for s, n, node in pieces for off in range(0, n, MAX_RANGE_BYTES)]
+
+
+def mapping_of(maps: str, address: int) -> tuple[int, int]:
+    """The [start, end) of the /proc/PID/maps line holding `address`."""
+    for line in maps.splitlines():
+        lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+        if lo <= address < hi:
+            return lo, hi
+    raise PolicyError(f"address 0x{address:x} is in no mapping of the process")
+
+
+class Oracle(Policy):
+    """The program's own hot map (ground truth) moved onto the fastest node, after making room there."""
+
+    name = "oracle"
+
+    def prepare(self, ctx: Context) -> Outcome:
+        if ctx.hotmap is None:
+            raise PolicyError(f"workload {ctx.workload} writes no hot map, which the oracle needs")
+        hot = hotmap.ranges(hotmap.parse(ctx.shell.run(f"cat {ctx.hotmap}").stdout), GRANULE)
+        if not hot:
+            raise PolicyError(f"the hot map {ctx.hotmap} is empty")
+        maps = ctx.shell.run(f"cat /proc/{ctx.proc.pid}/maps").stdout
+        mapping = mapping_of(maps, hot[0][0])
+        moves = oracle_moves(ctx.proc.pid, hot, mapping, ctx.fast_node, ctx.slow_node)
+        return Outcome().add(agent.apply(ctx.shell, HintDocument(source="oracle", hints=moves)))
+
+
+def make(name: str, every_s: float = 0, damon_s: float | None = None) -> Policy:
+    """The policy called `name` (one of matrix.POLICIES)."""
+    if name == "llm":
+        return Llm(every_s, damon_s)
+    classes = {c.name: c for c in (Policy, Interleave, KernelTiering, Damon, Oracle)}
+    if name not in classes:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted([*classes, 'llm']))}")
+    return classes[name]()

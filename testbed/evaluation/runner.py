@@ -1,0 +1,246 @@
+"""Run a matrix: one boot per topology, every (repeat, workload, policy) in it, results written after each run.
+
+Per run: the workload sets up with the latency delays off (first touch at
+TCG speed), stops at its gate, the policy acts on its pid, then the delays
+go on, the plugin's counters are zeroed and the timed phase runs. Between
+runs the agent undoes what was applied and leftovers are stopped. An
+interrupt (Ctrl-C, SIGTERM) leaves every finished run, the summary, the plots
+and the manifest written, and the QEMU process shut down.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from .. import agent
+from ..advisor import Advisor, AnswerCache
+from ..image import GuestImage
+from ..latency import calibrate
+from ..latency.emulated import Delays, EmulatedMachine
+from ..llm_client import Endpoint
+from ..process import Terminated
+from ..topology import Topology
+from . import guest_process, manifest, plots, policies, results, squeeze, summary
+from .matrix import Matrix, RunKey
+
+LEFTOVER_STOP_S = 30
+
+
+@dataclass
+class Settings:
+    """How to run: where to write, whom to ask for advice."""
+
+    out: Path
+    endpoint: Endpoint | None = None
+    refresh: bool = False
+    answers: AnswerCache | None = None
+
+
+@dataclass
+class Evaluation:
+    """The state of one evaluation: its runs so far and its manifest."""
+
+    matrix: Matrix
+    settings: Settings
+    manifest: manifest.Manifest
+    console: Console
+    runs: list[results.Run] = field(default_factory=list)
+    fast_nodes: dict[str, int] = field(default_factory=dict)
+    _advisor: Advisor | None = None
+
+    def advisor(self) -> Advisor:
+        if self._advisor is None:
+            self._advisor = Advisor(self.settings.endpoint, cache=self.settings.answers, refresh=self.settings.refresh)
+            self.manifest.llm_endpoint = self.settings.endpoint.base_url if self.settings.endpoint else "local"
+        return self._advisor
+
+    def close(self) -> None:
+        if self._advisor is not None:
+            self._advisor.close()
+
+    def write(self) -> list[summary.Row]:
+        """Write results, summary, plots and manifest as they stand."""
+        out = self.settings.out
+        results.write(out, self.runs)
+        rows = summary.summarize(self.runs, fast_nodes=self.fast_nodes)
+        summary.write(out, rows)
+        if rows:
+            plots.write(out, rows, self.runs)
+        manifest.write(out, self.manifest)
+        return rows
+
+
+def fastest_nodes(topo: Topology) -> list[int]:
+    """Memory nodes, fastest first (HMAT read latency; nodes without it last, by id)."""
+    targets = calibrate.targets(topo) if any(topo.best_hmat(n) for n in topo.nodes) else {}
+    nodes = [n.id for n in topo.nodes if n.size_mib > 0]
+    return sorted(nodes, key=lambda n: (targets.get(n, (float("inf"),))[0], n))
+
+
+def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> Delays:
+    """The per-node delays for the matrix's latency mode, recording calibration in the manifest."""
+    topo = machine.topology
+    if evaluation.matrix.latency != "emulated":
+        return {n.id: (0, 0) for n in topo.nodes}
+    cal = calibrate.ensure(machine)
+    delays = cal.delays(calibrate.targets(topo))
+    evaluation.manifest.plugin[topo.name] = {
+        "cache": asdict(machine.cache), "calibration": asdict(cal),
+        "targets_ns": {str(n): list(t) for n, t in calibrate.targets(topo).items()},
+        "delays_ns": {str(n): list(d) for n, d in delays.items()}}
+    return delays
+
+
+def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
+    """Run every cell of the matrix; return the summary rows (everything is written even when interrupted)."""
+    keys = evaluation.matrix.runs()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=evaluation.console, transient=False) as progress:
+            total = progress.add_task("all runs", total=len(keys))
+            for name, group in itertools.groupby(keys, key=lambda k: k.topology):
+                group = list(group)
+                task = progress.add_task(f"{name}: booting", total=len(group))
+                _run_topology(evaluation, image, name, group, progress, task, total)
+    finally:
+        evaluation.close()
+        rows = evaluation.write()
+    return rows
+
+
+def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: list[RunKey],
+                  progress: Progress, task, total) -> None:
+    topo = evaluation.matrix.topology(name)
+    order = fastest_nodes(topo)
+    fast, slow = order[0], order[1] if len(order) > 1 else order[0]
+    evaluation.fast_nodes[name] = fast
+    with EmulatedMachine(topo, image) as machine:
+        shell = machine.vm.shell
+        delays = _delays(machine, evaluation)
+        zero = {n: (0, 0) for n in delays}
+        held = None
+        if evaluation.matrix.fast_node_free_mib:
+            held = squeeze.squeeze(shell, fast, evaluation.matrix.fast_node_free_mib)
+        evaluation.manifest.plugin.setdefault(name, {})["fast_node_held_mib"] = held.held_mib if held else 0
+        installed: set[str] = set()
+        try:
+            for key in keys:
+                progress.update(task, description=f"{name}: {key.workload} {key.policy} #{key.repeat}")
+                if key.workload not in installed:
+                    evaluation.matrix.workload(key.workload).install(shell)
+                    installed.add(key.workload)
+                run = run_one(evaluation, machine, key, fast, slow, delays, zero)
+                evaluation.runs.append(run)
+                results.write(evaluation.settings.out, evaluation.runs)
+                progress.advance(task)
+                progress.advance(total)
+                _say(evaluation.console, run)
+        finally:
+            if held is not None:
+                with contextlib.suppress(Exception):
+                    held.release()
+    progress.update(task, description=f"{name}: done")
+
+
+def _say(console: Console, run: results.Run) -> None:
+    share = run.node_share()
+    if run.ok:
+        console.print(f"  {run.topology} {run.workload} {run.policy} #{run.repeat}: {run.primary}="
+                      f"{run.value:,.0f} hints={run.hints_applied}/{run.hints_applied + run.hints_rejected} "
+                      f"node share={ {n: round(v, 3) for n, v in share.items()} }", highlight=False)
+    else:
+        console.print(f"  [red]{run.topology} {run.workload} {run.policy} #{run.repeat} failed:[/red] "
+                      f"{(run.error or '').splitlines()[0][:200]}", highlight=False)
+
+
+@contextlib.contextmanager
+def _phase(run: results.Run, name: str) -> Iterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    finally:
+        run.durations[name] = round(time.monotonic() - started, 3)
+
+
+def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast: int, slow: int,
+            delays: Delays, zero: Delays) -> results.Run:
+    """One run; a failure is recorded in the run (ok=False, error) rather than raised, an interrupt is raised."""
+    matrix, shell = evaluation.matrix, machine.vm.shell
+    workload = matrix.workload(key.workload)
+    policy = policies.make(key.policy, matrix.llm.every_s, matrix.llm.damon_s)
+    run = results.Run(topology=key.topology, workload=key.workload, policy=key.policy, repeat=key.repeat,
+                      seed=key.seed, primary=workload.primary,
+                      started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    proc = guest_process.GuestProcess(shell, f"{key.workload}-{key.policy}-{key.repeat}")
+    ctx = policies.Context(shell, machine.topology, proc, fast, slow, key.workload, key.repeat,
+                           hotmap=policies.HOTMAP_PATH if workload.hotmap_arg else None,
+                           advisor=evaluation.advisor, exchanges=evaluation.manifest.llm)
+    outcome = policies.Outcome()
+    try:
+        machine.set_delays(zero)  # set-up at TCG speed: only the timed phase feels the latency
+        with _phase(run, "setup"):
+            command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
+                                       wait=proc.gate, hotmap=ctx.hotmap)
+            guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
+        with _phase(run, "policy"):
+            outcome += policy.prepare(ctx)
+        machine.set_delays(delays)
+        machine.control.reset()
+        with _phase(run, "timed"):
+            guest_process.release(proc)
+            outcome += _revisits(policy, ctx, workload.timeout_s)
+            output = guest_process.finish(proc, workload.timeout_s)
+        run.set_counters(machine.control.read())
+        run.figures = workload.parse(output)
+    except (KeyboardInterrupt, Terminated):
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
+        run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
+    finally:
+        run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
+        with _phase(run, "reset"):
+            _reset(machine, policy, ctx, zero)
+    return run
+
+
+def _revisits(policy: policies.Policy, ctx: policies.Context, timeout: float) -> policies.Outcome:
+    """Call the policy every `every_s` while the timed phase runs (nothing for a one-shot policy)."""
+    outcome = policies.Outcome()
+    if not policy.every_s:
+        return outcome
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(policy.every_s)
+        if ctx.proc.exit_status() is not None:
+            break
+        outcome += policy.revisit(ctx)
+    return outcome
+
+
+def _reset(machine: EmulatedMachine, policy: policies.Policy, ctx: policies.Context, zero: Delays) -> None:
+    """Leave the guest as the next run expects it: no leftovers, nothing applied, delays off."""
+    shell = machine.vm.shell
+    with contextlib.suppress(Exception):
+        if ctx.proc.group is not None and guest_process.alive(ctx.proc):
+            guest_process.stop(ctx.proc, LEFTOVER_STOP_S)
+    with contextlib.suppress(Exception):
+        policy.cleanup(ctx)
+    with contextlib.suppress(Exception):
+        agent.undo(shell)
+    with contextlib.suppress(Exception):
+        machine.set_delays(zero)

@@ -1,0 +1,73 @@
+"""The runner without a guest: node order, an interrupt leaves every file written, the CLI's argument checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from testbed import cli, topology
+from testbed.evaluation import manifest, matrix, results, runner
+from testbed.evaluation.summary import CSV_NAME, TXT_NAME
+
+from .conftest import make_run
+
+
+def test_fastest_nodes_follow_hmat_read_latency():
+    assert runner.fastest_nodes(topology.load(topology.resolve("dram-nvm"))) == [0, 1]
+    assert runner.fastest_nodes(topology.load(topology.resolve("dram-cxl"))) == [0, 1]
+
+
+@pytest.fixture
+def evaluation(tmp_path):
+    m = matrix.load(matrix.resolve("tiny"))
+    man = manifest.collect(m, None, ["testbed", "eval", "tiny"])
+    return runner.Evaluation(m, runner.Settings(out=tmp_path / "out"), man, Console(file=open("/dev/null", "w")))
+
+
+def test_an_interrupt_leaves_the_finished_runs_summary_plots_and_manifest(evaluation, monkeypatch):
+    def two_runs_then_ctrl_c(ev, image, name, keys, progress, task, total):
+        ev.fast_nodes[name] = 0
+        ev.runs += [make_run(policy="default", value=100.0, misses={0: 30, 1: 70}),
+                    make_run(policy="oracle", value=180.0, misses={0: 80, 1: 20})]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_run_topology", two_runs_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_matrix(evaluation, image=None)
+    out = evaluation.settings.out
+    assert [r.policy for r in results.read(out)] == ["default", "oracle"]
+    assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", TXT_NAME, CSV_NAME,
+                                               "throughput.png", "node-share.png", "manifest.json"}
+    assert "1.800" in (out / TXT_NAME).read_text()  # oracle / default, from the figures
+    assert manifest.read(out / "manifest.json").matrix.name == "tiny"
+
+
+def test_a_failed_run_is_kept_with_its_error(evaluation):
+    evaluation.runs = [make_run(), make_run(policy="oracle", value=None, ok=False, error="GuestProcessError: boom")]
+    rows = evaluation.write()
+    data = json.loads((evaluation.settings.out / "results.json").read_text())
+    assert data["runs"][1]["ok"] is False and data["runs"][1]["error"] == "GuestProcessError: boom"
+    oracle = next(r for r in rows if r.policy == "oracle")
+    assert (oracle.runs, oracle.failed, oracle.ratio) == (1, 1, None)
+
+
+def test_eval_without_out_or_matrix_says_what_is_missing(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="give --out DIR"):
+        cli.main(["eval", "tiny"])
+    with pytest.raises(SystemExit, match=r"give a MATRIX .* or --rerun"):
+        cli.main(["eval", "--out", str(tmp_path)])
+
+
+def test_eval_rerun_of_a_missing_manifest_names_it(tmp_path, capsys):
+    assert cli.main(["eval", "--rerun", str(tmp_path / "nope.json")]) == 2
+    assert "nope.json: no such manifest" in capsys.readouterr().err
+
+
+def test_eval_of_a_bad_matrix_names_file_and_field(write_file, capsys):
+    path = write_file("bad.toml", 'description = "x"\ntopologies = ["dram-cxl"]\npolicies = ["first-touch"]\n'
+                                  'workloads = ["skewed-read"]\n')
+    assert cli.main(["eval", str(path), "--out", str(path.parent / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.toml" in err and "policies" in err and "first-touch" in err

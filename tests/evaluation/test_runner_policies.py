@@ -1,0 +1,80 @@
+"""Policies without a guest: the oracle's moves, DAMOS set-up lines, prefixes, counting the agent's answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.agent import ApplyResult, HintResult
+from testbed.evaluation import matrix, policies
+from testbed.hints import MAX_RANGE_BYTES
+
+MIB = 1 << 20
+BUF = 0x7F0000000000
+
+
+def test_oracle_makes_room_from_the_start_then_moves_the_hot_tail_to_the_fast_node():
+    hot = [(BUF + 512 * MIB, 128 * MIB)]
+    moves = policies.oracle_moves(42, hot, (BUF, BUF + 640 * MIB), fast=0, slow=1, margin=96 * MIB)
+    assert [(m.start, m.length, m.to_node) for m in moves] == [
+        (BUF, 224 * MIB, 1),                  # room: the hot set's size plus the margin, from the start
+        (BUF + 512 * MIB, 128 * MIB, 0)]      # then the hot set itself
+    assert all(m.pid == 42 for m in moves)
+
+
+def test_oracle_room_skips_hot_ranges_in_the_middle_and_stops_at_the_needed_size():
+    hot = [(BUF + 10 * MIB, 5 * MIB), (BUF + 30 * MIB, 5 * MIB)]
+    moves = policies.oracle_moves(7, hot, (BUF, BUF + 100 * MIB), fast=2, slow=3, margin=4 * MIB)
+    cold = [(m.start - BUF, m.length) for m in moves if m.to_node == 3]
+    assert cold == [(0, 10 * MIB), (15 * MIB, 4 * MIB)]  # 14 MiB of room, hot granules never demoted
+    assert [(m.start - BUF, m.to_node) for m in moves if m.to_node == 2] == [(10 * MIB, 2), (30 * MIB, 2)]
+
+
+def test_oracle_splits_ranges_longer_than_the_agent_accepts():
+    hot = [(BUF, MAX_RANGE_BYTES + MIB)]
+    moves = policies.oracle_moves(7, hot, (BUF, BUF + MAX_RANGE_BYTES + MIB), fast=0, slow=1, margin=0)
+    assert [(m.start - BUF, m.length) for m in moves] == [(0, MAX_RANGE_BYTES), (MAX_RANGE_BYTES, MIB)]
+
+
+def test_mapping_of_finds_the_line_holding_an_address():
+    maps = ("55d0c0000000-55d0c0001000 r-xp 00000000 fe:01 123 /usr/local/bin/skewed_access\n"
+            "7f0000000000-7f0028000000 rw-p 00000000 00:00 0\n")
+    assert policies.mapping_of(maps, BUF + 5) == (BUF, BUF + 640 * MIB)
+    with pytest.raises(policies.PolicyError, match="0x1000 is in no mapping"):
+        policies.mapping_of(maps, 0x1000)
+
+
+def test_damos_script_promotes_from_the_slow_span_and_demotes_from_the_fast_span():
+    script = policies.damos_script([("migrate_hot", 4 << 30, 6 << 30, 0), ("migrate_cold", 0, 2 << 30, 1)])
+    lines = script.splitlines()
+    assert lines[:3] == ["set -e", f"cd {policies.DAMON_ADMIN}", "echo 2 > nr_kdamonds"]
+    assert "echo migrate_hot > 0/contexts/0/schemes/0/action" in lines
+    assert "echo 0 > 0/contexts/0/schemes/0/target_nid" in lines
+    assert f"echo {4 << 30} > 0/contexts/0/targets/0/regions/0/start" in lines
+    assert "echo migrate_cold > 1/contexts/0/schemes/0/action" in lines
+    assert "echo 1 > 1/contexts/0/schemes/0/target_nid" in lines
+    assert "echo 0 > 1/contexts/0/schemes/0/access_pattern/nr_accesses/max" in lines  # cold: never accessed
+    assert "echo 1 > 0/contexts/0/schemes/0/access_pattern/nr_accesses/min" in lines  # hot: accessed at all
+    assert lines[-2:] == ["echo on > 0/state", "echo on > 1/state"]  # started only once fully set up
+
+
+def test_every_matrix_policy_has_a_class_with_its_name():
+    for name in matrix.POLICIES:
+        assert policies.make(name).name == name
+    assert policies.make("interleave").prefix() == ["numactl", "--interleave=all"]
+    assert policies.make("default").prefix() == []
+    assert policies.make("llm", every_s=5).every_s == 5
+    with pytest.raises(ValueError, match="unknown policy 'first-touch'"):
+        policies.make("first-touch")
+
+
+def _result(*statuses: str, accepted: bool = True) -> ApplyResult:
+    return ApplyResult(schema_version=1, dry_run=False, accepted=accepted, error=None if accepted else "bad",
+                       results=[HintResult(index=i, id=None, kind="move_range", status=s, reason=None, effect=None)
+                                for i, s in enumerate(statuses)])
+
+
+def test_outcome_counts_applied_and_everything_else_as_rejected():
+    outcome = policies.Outcome().add(_result("applied", "rejected", "failed", "applied"))
+    assert (outcome.applied, outcome.rejected) == (2, 2)
+    outcome += policies.Outcome().add(_result(accepted=False))  # a refused document with no per-hint results
+    assert (outcome.applied, outcome.rejected) == (2, 3)
