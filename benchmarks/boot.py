@@ -13,7 +13,8 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-from testbed import accel as accel_mod, host, image, topology
+from testbed import accel as accel_mod
+from testbed import host, image, topology
 from testbed.vm import VM
 
 GOAL_S = {"tcg": 20.0, "kvm": 3.0}

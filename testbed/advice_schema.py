@@ -21,7 +21,15 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter, ValidationError
 
-from .hints import MAX_RANGE_BYTES, Hint, MigratePages, MoveRange, SetAffinity, SetKnob, SetPolicy
+from .hints import (
+    MAX_RANGE_BYTES,
+    Hint,
+    MigratePages,
+    MoveRange,
+    SetAffinity,
+    SetKnob,
+    SetPolicy,
+)
 from .state import GuestState
 
 MAX_HINTS = 8

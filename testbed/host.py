@@ -49,7 +49,7 @@ def _debian_codename() -> str | None:
         text = Path("/etc/os-release").read_text()
     except OSError:
         return None
-    match = re.search(r"^VERSION_CODENAME=(\w+)", text, re.M)
+    match = re.search(r"^VERSION_CODENAME=(\w+)", text, re.MULTILINE)
     return match.group(1) if match else None
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ logging.getLogger("paramiko").addHandler(logging.NullHandler())
 class GuestCommandError(RuntimeError):
     """A guest command failed or timed out; carries its output."""
 
-    def __init__(self, command: str, result: "CommandResult | None", reason: str):
+    def __init__(self, command: str, result: CommandResult | None, reason: str):
         self.command, self.result = command, result
         detail = f"\n{result.stderr.strip()[-2000:]}" if result and result.stderr.strip() else ""
         super().__init__(f"guest command {command!r} {reason}{detail}")
@@ -80,7 +79,7 @@ class GuestShell:
             except paramiko.BadHostKeyException:
                 conn.close()
                 raise
-            except (paramiko.SSHException, OSError, EOFError, socket.timeout) as exc:
+            except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
                 last_error = exc
                 conn.close()
                 time.sleep(0.25)

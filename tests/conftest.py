@@ -70,7 +70,8 @@ def guest_image():
 @pytest.fixture(scope="session")
 def accel(guest_image) -> str:
     """'kvm' where it really works, else 'tcg'."""
-    from testbed import accel as _accel, host
+    from testbed import accel as _accel
+    from testbed import host
 
     return _accel.choose("auto", host.QEMU, guest_image.kernel)[0]
 

@@ -158,7 +158,7 @@ def test_hbm_dram_cxl(load_topology):
     topo = load_topology("hbm-dram-cxl")
     assert [n.kind for n in topo.nodes] == [NodeKind.DRAM, NodeKind.HBM, NodeKind.CXL]
     assert [n.cpus for n in topo.nodes] == [[0, 1], [], []]
-    assert all(n.tier is None for n in topo.nodes), "tiers are filled in after observing the kernel"
+    assert [n.tier for n in topo.nodes] == [1, 0, 2], "HBM above DRAM above CXL, as the kernel ranked them"
     assert topo.cxl_nodes == [] and topo.ram_nodes == topo.nodes
     for a in range(3):
         for b in range(3):

@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from llamas_agent import knobs as KNOBS
 from llamas_agent.apply import apply_document
-from llamas_agent.cli import APPLY_DOCUMENT_REJECTED, APPLY_OK, APPLY_SOME_REJECTED, main
+from llamas_agent.cli import (
+    APPLY_DOCUMENT_REJECTED,
+    APPLY_OK,
+    APPLY_SOME_REJECTED,
+    main,
+)
 from llamas_agent.knobs import gather_knobs
 from llamas_agent.launch import resolve_policy
 from llamas_agent.sysfs import Tree

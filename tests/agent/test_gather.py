@@ -8,7 +8,12 @@ import sys
 
 from llamas_agent.gather import gather_state
 from llamas_agent.knobs import gather_knobs
-from llamas_agent.processes import CMDLINE_MAX_CHARS, parse_numa_maps, parse_stat, sanitize
+from llamas_agent.processes import (
+    CMDLINE_MAX_CHARS,
+    parse_numa_maps,
+    parse_stat,
+    sanitize,
+)
 from llamas_agent.sysfs import Tree
 from llamas_agent.vmstat import gather_vmstat
 

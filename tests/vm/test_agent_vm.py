@@ -13,7 +13,14 @@ import time
 import pytest
 
 from testbed import agent
-from testbed.hints import HintDocument, MigratePages, MoveRange, SetAffinity, SetKnob, SetPolicy
+from testbed.hints import (
+    HintDocument,
+    MigratePages,
+    MoveRange,
+    SetAffinity,
+    SetKnob,
+    SetPolicy,
+)
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 

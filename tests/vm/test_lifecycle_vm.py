@@ -84,9 +84,8 @@ def test_killing_a_run_mid_boot_leaves_no_qemu(guest_image, sig):
 
 def test_a_guest_that_does_not_boot_fails_with_its_serial_log(guest_image, accel, load_topology):
     vm = VM(load_topology("dram-only"), guest_image, accel, append="init=/no/such/init", boot_timeout=25)
-    with pytest.raises(BootError) as failure:
-        with vm:
-            pass
+    with pytest.raises(BootError) as failure, vm:
+        pass
     message = str(failure.value)
     assert "did not boot" in message and "serial log" in message
     assert "switch_root" in message or "Kernel panic" in message
