@@ -1,4 +1,5 @@
-"""Guest programs from C sources: built static on the host (the guest has no compiler), cached by digest.
+"""Guest programs: C sources built static on the host (the guest has no compiler), cached by digest;
+scripts (any other file) copied as they are.
 
 The cache key covers the source, the flags and the compiler's version, so
 a change to any of them rebuilds; the build is atomic, so concurrent users
@@ -59,11 +60,13 @@ def build(source: Path) -> Path:
 
 
 def install(shell: GuestShell, source: Path, remote: str) -> str:
-    """Build `source` and copy it to `remote` in the guest, executable; return `remote`.
+    """Build `source` (a .c file; anything else is a script, copied as is) and copy it to `remote` in the
+    guest, executable; return `remote`.
 
     The copy is renamed into place, so a copy of the program still running keeps its old file.
     """
     tmp = f"{remote}.new"
-    shell.put(build(source), tmp)
+    source = Path(source)
+    shell.put(build(source) if source.suffix == ".c" else source, tmp)
     shell.run(f"chmod 755 {tmp} && mv -f {tmp} {remote}")
     return remote

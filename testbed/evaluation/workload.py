@@ -1,7 +1,7 @@
 """Workloads as data: `benchmarks/workloads/*.toml` -> the guest command line and the parsed figures.
 
 A workload file names its program (a C source built static on the host and
-copied in, or an executable already in the image), its arguments with
+copied in, a script copied in as it is, or an executable already in the image), its arguments with
 `{placeholders}`, default parameters, and the adapter that turns its output
 into figures.  Adding a workload is a file (plus an adapter for a new output
 format), not harness code.
@@ -51,7 +51,7 @@ class Workload(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = Field(min_length=10)
-    source: str | None = Field(default=None, description="C source, relative to the workload file's folder")
+    source: str | None = Field(default=None, description="a C source (built) or a script (copied), relative to the workload file's folder")
     executable: str | None = Field(default=None, description="a program already in the guest image")
     args: list[str] = Field(default_factory=list)
     params: dict[str, Param] = Field(default_factory=dict, description="defaults; a matrix may override them")
@@ -66,7 +66,7 @@ class Workload(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Workload:
         if (self.source is None) == (self.executable is None):
-            raise ValueError("give exactly one of source (a C file) and executable (a guest program), "
+            raise ValueError("give exactly one of source (a C file or script) and executable (a guest program), "
                              f"got source={self.source!r}, executable={self.executable!r}")
         if self.adapter not in ADAPTERS:
             raise ValueError(f"adapter {self.adapter!r} is unknown; known: {', '.join(sorted(ADAPTERS))}")
@@ -94,7 +94,8 @@ class Workload(BaseModel):
         return f"{GUEST_BIN}/{Path(self.source).stem}" if self.source else self.executable
 
     def install(self, shell: GuestShell) -> str:
-        """Build and copy a C workload into the guest (no-op for an image program); return its guest path."""
+        """Build (C) or copy (script) the workload's program into the guest (no-op for an image program);
+        return its guest path."""
         if self.source:
             guest_binary.install(shell, self.source_path(), self.guest_program())
         return self.guest_program()

@@ -21,6 +21,8 @@ def test_shipped_matrices_load_and_expand():
     runs = default.runs()
     assert len(runs) == len(default.topologies) * len(default.workloads) * len(default.policies) * default.repeats
     assert set(default.policies) == set(matrix.POLICIES)
+    redis = matrix.load(matrix.resolve("redis"))
+    assert [w.name for w in redis.workloads] == ["redis"] and "oracle" not in redis.policies
     tiny = matrix.load(matrix.resolve("tiny"))
     assert {r.policy for r in tiny.runs()} == {"default", "oracle"}
 
@@ -72,6 +74,7 @@ def test_schema_errors_name_file_field_and_value(write_file, change, field, valu
     ('workloads = [{ name = "skewed-read", params = { sise_mib = 1 } }]',
      ["workloads[0].params.sise_mib", "no such parameter", "size_mib"]),
     ('topologies = ["cxl-type3"]', ["topologies[0]", "cxl-type3", "no HMAT latencies"]),
+    ('workloads = ["skewed-read", "redis"]', ["workloads[1]", "'redis'", "no hot map", "'oracle'"]),
 ])
 def test_names_are_checked_against_the_files(write_file, change, expected):
     key = change.split("=")[0].strip()

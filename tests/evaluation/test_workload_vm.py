@@ -1,4 +1,5 @@
-"""The skewed workload in a real guest: built on the host, copied in, bound to each node of dram-cxl.
+"""Workloads in a real guest: the skewed kernel built on the host, copied in, bound to each node of dram-cxl;
+Redis from the image's Debian packages, driven by redis-benchmark.
 
 One boot.  For each node the program starts gated; while it waits, the
 guest kernel's /proc/PID/numa_maps must show its buffer on the bound node
@@ -90,3 +91,22 @@ def test_stop_kills_the_whole_group(guest):
     guest_process.stop(proc)
     assert not guest_process.alive(proc)
     assert "sleep 600" not in guest.shell.run("ps -eo args").stdout
+
+
+def test_redis_runs_from_debian_packages_in_the_guest(guest):
+    w = workload.load(workload.resolve("redis"))
+    assert w.install(guest.shell) == "/usr/local/bin/redis_load"  # a script: copied, not compiled
+    proc = guest_process.GuestProcess(guest.shell, "redis")
+    keys, value_bytes = 4096, 4096
+    command = w.command(seed=1, params={"keys": keys, "value_bytes": value_bytes, "requests": 2000, "clients": 4},
+                        wait=proc.gate)
+    guest_process.start(proc, command, gated=True, timeout=600)
+    try:
+        assert guest.shell.run(f"cat /proc/{proc.pid}/comm").stdout.startswith("redis-server")
+        status = guest.shell.run(f"cat /proc/{proc.pid}/status").stdout
+        rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.MULTILINE).group(1))
+        assert rss_kib * 1024 >= keys * value_bytes  # the values are loaded before the gate opens
+    finally:
+        guest_process.release(proc)
+    figures = w.parse(guest_process.finish(proc, timeout=w.timeout_s))
+    assert figures["set_rps"] > 0 and figures["get_rps"] > 0 and figures["p99_ms"] > 0
