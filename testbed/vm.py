@@ -28,6 +28,7 @@ from .topology import Topology
 AGENT_DIR = Path(__file__).resolve().parent.parent / "guest-agent"
 GUEST_AGENT_PATH = "/opt/llamas-agent"
 SERIAL_TAIL_LINES = 40
+PANIC = "Kernel panic - not syncing"  # also on the "---[ end Kernel panic" line that closes the report
 
 
 class BootError(RuntimeError):
@@ -91,10 +92,16 @@ class VM:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def _booting(self) -> bool:
+        """False once QEMU has exited; raises once the guest kernel panicked, rather than wait out the timeout."""
+        if PANIC in self.serial_tail():
+            raise ConnectionError("the guest kernel panicked")
+        return self.alive()
+
     def wait_ready(self) -> float:
         """Block until SSH answers; return seconds since QEMU started."""
         try:
-            self.shell.wait_ready(self.boot_timeout, self.alive)
+            self.shell.wait_ready(self.boot_timeout, self._booting)
         except (TimeoutError, ConnectionError) as exc:
             raise BootError(f"{self.name} did not boot: {exc}\n{self.qemu_stderr()}"
                             f"--- serial log (last {SERIAL_TAIL_LINES} lines) ---\n{self.serial_tail()}") from None

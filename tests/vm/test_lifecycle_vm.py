@@ -89,4 +89,6 @@ def test_a_guest_that_does_not_boot_fails_with_its_serial_log(guest_image, accel
     message = str(failure.value)
     assert "did not boot" in message and "serial log" in message
     assert "switch_root" in message or "Kernel panic" in message
+    if "Kernel panic - not syncing" in message:
+        assert "the guest kernel panicked" in message  # said so at once, not after the boot timeout
     assert not vm.alive()
