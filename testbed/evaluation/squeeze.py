@@ -1,25 +1,21 @@
-"""Shrink a guest node to a given free size by holding (locked) memory on it.
+"""Shrink a guest node to a given free size by reserving huge pages on it.
 
 Under TCG a run must be short, so working sets are small; holding most of
 the fast node makes a small working set exceed it all the same, which is
-what makes placement matter.  The held pages are mlocked, so no policy
-(demotion, NUMA balancing, DAMON, advice) can move them out of the way.
+what makes placement matter.  The memory is held as free pages of the
+node's 2 MiB hugetlb pool: they sit on no LRU list, so no policy (demotion,
+NUMA balancing, DAMON's paddr schemes, advice) can move them out of the way.
+An mlocked process was not enough: DAMOS migrate_cold moved its pages.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
-from .. import guest_binary
 from ..ssh import GuestShell
-from . import guest_process
-from .workload import GUEST_BIN, WORKLOAD_DIR
 
-HOLD_SOURCE = WORKLOAD_DIR / "src" / "hold_memory.c"
-GUEST_HOLD = f"{GUEST_BIN}/{Path(HOLD_SOURCE).stem}"
-HOLDING_RE = re.compile(r"^holding pid=(\d+) mib=(\d+)$", re.MULTILINE)
+HUGE_MIB = 2
 _FREE_RE = re.compile(r"^Node\s+(\d+)\s+MemFree:\s+(\d+)\s+kB$", re.MULTILINE)
 
 
@@ -36,33 +32,47 @@ def free_mib(meminfo: str, node: int) -> int:
 
 
 def node_free_mib(shell: GuestShell, node: int) -> int:
-    return free_mib(shell.run(f"cat /sys/devices/system/node/node{node}/meminfo").stdout, node)
+    return free_mib(shell.run(f"cat /sys/devices/system/node/node{int(node)}/meminfo").stdout, node)
+
+
+def pool_path(node: int) -> str:
+    """The node's 2 MiB hugetlb pool size in sysfs."""
+    return f"/sys/devices/system/node/node{int(node)}/hugepages/hugepages-{HUGE_MIB * 1024}kB/nr_hugepages"
+
+
+def _set_pool(shell: GuestShell, node: int, pages: int) -> int:
+    """Ask for `pages` huge pages on `node`; return how many the kernel reserved."""
+    path = pool_path(node)
+    done = shell.run(f"echo {int(pages)} > {path} && cat {path}", check=False)
+    if not done.ok:
+        raise SqueezeError(f"cannot size the hugetlb pool of node {node} ({path}): {done.stderr.strip()}")
+    return int(done.stdout)
 
 
 @dataclass
 class Squeeze:
-    """Memory held on `node` by a guest process, until `release()`."""
+    """Memory held on `node` as free huge pages, until `release()`."""
 
+    shell: GuestShell | None
     node: int
     held_mib: int
-    proc: guest_process.GuestProcess | None
 
     def release(self) -> None:
-        if self.proc is not None:
-            guest_process.stop(self.proc)
-            self.proc = None
+        if self.shell is not None:
+            _set_pool(self.shell, self.node, 0)
+            self.shell = None
 
 
-def squeeze(shell: GuestShell, node: int, leave_mib: int, timeout: float = 600) -> Squeeze:
+def squeeze(shell: GuestShell, node: int, leave_mib: int) -> Squeeze:
     """Hold memory on `node` so that about `leave_mib` stays free (nothing held if it is already that small)."""
     hold = node_free_mib(shell, node) - leave_mib
-    if hold <= 0:
-        return Squeeze(node, 0, None)
-    guest_binary.install(shell, HOLD_SOURCE, GUEST_HOLD)
-    proc = guest_process.GuestProcess(shell, f"hold-node{node}")
-    guest_process.start(proc, f"numactl --membind={node} {GUEST_HOLD} {hold}", gated=False)
-    try:
-        proc.pid = int(guest_process.wait_output(proc, HOLDING_RE, timeout).group(1))
-    except guest_process.GuestProcessError as exc:
-        raise SqueezeError(f"cannot hold {hold} MiB on node {node}: {exc}") from None
-    return Squeeze(node, hold, proc)
+    if hold < HUGE_MIB:
+        return Squeeze(None, node, 0)
+    shell.run("echo 1 > /proc/sys/vm/compact_memory", check=False)  # free 2 MiB blocks where it can
+    wanted = hold // HUGE_MIB
+    got = _set_pool(shell, node, wanted)
+    if got < wanted * 0.9:
+        _set_pool(shell, node, 0)
+        raise SqueezeError(f"node {node}: the kernel reserved {got} of {wanted} huge pages "
+                           f"({got * HUGE_MIB} of {hold} MiB); its free memory is too fragmented")
+    return Squeeze(shell, node, got * HUGE_MIB)

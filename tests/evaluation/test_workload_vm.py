@@ -9,10 +9,12 @@ guest kernel's /proc/PID/numa_maps must show its buffer on the bound node
 from __future__ import annotations
 
 import re
+import shlex
+import time
 
 import pytest
 
-from testbed.evaluation import guest_process, squeeze, workload
+from testbed.evaluation import guest_process, policies, squeeze, workload
 
 pytestmark = pytest.mark.vm
 
@@ -78,10 +80,30 @@ def test_squeeze_shrinks_the_fast_node_so_first_touch_spills(guest):
         assert 0 < placed.get(0, 0) <= 128 * 256 and placed.get(1, 0) >= 128 * 256, placed
         assert w.parse(guest_process.finish(proc, timeout=w.timeout_s))["ops"] == 50_000
     finally:
-        holder = held.proc
         held.release()
-    assert not guest_process.alive(holder)
     assert squeeze.node_free_mib(guest.shell, 0) >= before - 32  # the held memory came back
+
+
+def test_held_memory_stays_on_the_node_whatever_damon_does(guest):
+    held = squeeze.squeeze(guest.shell, 0, leave_mib=96)
+    try:
+        demote = policies.damos_script([("migrate_cold", *policies.node_span(guest.shell, 0), 1)])
+        guest.shell.run(f"sh -c {shlex.quote(demote)}")
+        scheme = f"{policies.DAMON_ADMIN}/0/contexts/0/schemes/0/stats/sz_applied"
+        moved = 0
+        for _ in range(30):  # a second of idleness makes a region cold; DAMOS then demotes it
+            time.sleep(1)
+            moved = int(guest.shell.run(f"echo update_schemes_stats > {policies.DAMON_ADMIN}/0/state; "
+                                        f"cat {scheme}").stdout)
+            if moved:
+                break
+        assert moved > 0, "DAMOS demoted nothing: the test would prove nothing"
+        meminfo = guest.shell.run("cat /sys/devices/system/node/node0/meminfo").stdout
+        free_huge = int(re.search(r"HugePages_Free:\s+(\d+)", meminfo).group(1))
+        assert free_huge * squeeze.HUGE_MIB == held.held_mib  # every held page is still on node 0
+    finally:
+        guest.shell.run(f"cd {policies.DAMON_ADMIN} && echo off > 0/state; echo 0 > nr_kdamonds", check=False)
+        held.release()
 
 
 def test_stop_kills_the_whole_group(guest):
