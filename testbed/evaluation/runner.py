@@ -39,6 +39,10 @@ from . import guest_process, manifest, plots, policies, results, squeeze, summar
 from .matrix import Matrix, RunKey
 
 LEFTOVER_STOP_S = 30
+# Every run starts from first touch alone. Debian's kernel boots with NUMA balancing in mode 1,
+# whose hint faults tripled the memory accesses per operation of a policy-less run here;
+# only the policies that ask for it (kernel-tiering, or advice) turn it on, and undo turns it off.
+BASELINE_KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/sys/kernel/mm/numa/demotion_enabled": "false"}
 
 
 @dataclass
@@ -132,6 +136,8 @@ def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     with EmulatedMachine(topo, image) as machine:
         shell = machine.vm.shell
         delays = _delays(machine, evaluation)
+        shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
+        evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)
         zero = {n: (0, 0) for n in delays}
         held = None
         if evaluation.matrix.fast_node_free_mib:
