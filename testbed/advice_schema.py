@@ -58,7 +58,11 @@ class Dropped:
 
 
 def _pids(state: GuestState) -> list[int]:
-    return sorted(p.pid for p in state.processes if p.pid != state.agent_pid)
+    """The pids a hint may name: not init nor the agent, which the agent always refuses.
+
+    Left in, pid 1 was the 270M model's answer to every evaluation state.
+    """
+    return sorted(p.pid for p in state.processes if p.pid not in (1, state.agent_pid))
 
 
 def _memory_nodes(state: GuestState) -> list[int]:
@@ -162,6 +166,8 @@ def _misfit(state: GuestState, hint) -> str | None:
     """Why `hint` cannot apply to `state`, or None."""
     nodes, pids = set(_memory_nodes(state)), set(_pids(state))
     pid = getattr(hint, "pid", None)
+    if pid == 1:
+        return "pid 1 is init, which the agent never changes"
     if pid is not None and pid not in pids:
         return f"pid {pid} is not a process in the state"
     named = _nodes_named(hint)

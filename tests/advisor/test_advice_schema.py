@@ -67,7 +67,12 @@ def test_check_facts_keeps_fitting_hints_and_drops_invented_ones(scenario):
     assert dropped[0].to_json()["hint"]["pid"] == 3
 
 
-def test_agent_pid_is_not_a_target(scenario):
+def test_neither_the_agent_nor_init_is_a_target(scenario):
     s = scenario("nvm-01-write-heavy-spilled")
-    kinds = _enums(advice_schema.response_schema(s.state))
-    assert s.state.agent_pid not in kinds["migrate_pages"]["pid"]["enum"]
+    state = s.state.model_copy(update={"processes": [*s.state.processes,
+                                                     s.state.processes[0].model_copy(update={"pid": 1})]})
+    kinds = _enums(advice_schema.response_schema(state))
+    assert {state.agent_pid, 1}.isdisjoint(kinds["migrate_pages"]["pid"]["enum"])
+    hints, dropped = advice_schema.check_facts(
+        state, [MigratePages(pid=1, from_nodes=[0], to_nodes=[1], reason="r")])
+    assert hints == [] and dropped[0].why == "pid 1 is init, which the agent never changes"
