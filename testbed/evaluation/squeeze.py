@@ -68,9 +68,11 @@ def squeeze(shell: GuestShell, node: int, leave_mib: int) -> Squeeze:
     hold = node_free_mib(shell, node) - leave_mib
     if hold < HUGE_MIB:
         return Squeeze(None, node, 0)
-    shell.run("echo 1 > /proc/sys/vm/compact_memory", check=False)  # free 2 MiB blocks where it can
     wanted = hold // HUGE_MIB
     got = _set_pool(shell, node, wanted)
+    if got < wanted:  # no free 2 MiB block left: drop clean page cache, compact, ask again
+        shell.run("sync; echo 3 > /proc/sys/vm/drop_caches; echo 1 > /proc/sys/vm/compact_memory", check=False)
+        got = _set_pool(shell, node, wanted)
     if got < wanted * 0.9:
         _set_pool(shell, node, 0)
         raise SqueezeError(f"node {node}: the kernel reserved {got} of {wanted} huge pages "
