@@ -156,6 +156,12 @@ def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256)
     return "\n".join(lines)
 
 
+def stop_damon(shell: GuestShell) -> None:
+    """Turn every kdamond off and remove them (what `damos_script` started)."""
+    shell.run(f"cd {DAMON_ADMIN} && for s in */state; do echo off > $s 2>/dev/null; done; "
+              "echo 0 > nr_kdamonds", check=False)
+
+
 class Damon(Policy):
     """DAMON-based tiering (kernel 6.11+): promote hot slow-node regions, demote cold fast-node ones (DAMOS)."""
 
@@ -176,8 +182,7 @@ class Damon(Policy):
         return Outcome(applied=2)
 
     def cleanup(self, ctx: Context) -> None:
-        ctx.shell.run(f"cd {DAMON_ADMIN} && for s in */state; do echo off > $s 2>/dev/null; done; "
-                      "echo 0 > nr_kdamonds", check=False)
+        stop_damon(ctx.shell)
 
 
 class Llm(Policy):

@@ -22,6 +22,13 @@ from .control import Control
 
 PROBE_SOURCE = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "latency_probe.c"
 GUEST_PROBE = "/usr/local/bin/latency_probe"
+# Kernel arguments every emulated guest gets; a caller's `append` adds to them.
+# no_timer_check: a slow, loaded emulator can miss the kernel's early IO-APIC timer
+# test, which then panics ("IO-APIC + timer doesn't work"); seen here under load.
+# clearcpuid=erms,fsrm: with ERMS the kernel zeroes and copies pages with `rep stosb/movsb`,
+# which TCG runs a byte at a time, each byte a plugin callback; without it, `rep stosq`:
+# first touch of 256 MiB took 10.6 s with ERMS and 1.2 s without, here.
+EMULATED_APPEND = "no_timer_check clearcpuid=erms,fsrm"
 
 
 @dataclass(frozen=True)
@@ -53,7 +60,7 @@ class EmulatedMachine:
 
     def __init__(self, topology: Topology, image: GuestImage, delays: Delays | None = None,
                  cache: CacheModel = CacheModel(), boot_timeout: float = 300.0, plugin: bool = True,
-                 tcg_single_thread: bool = True, append: str = "no_timer_check clearcpuid=erms,fsrm"):
+                 tcg_single_thread: bool = True, append: str = ""):
         self.topology, self.image, self.cache = topology, image, cache
         self.delays = dict(delays or {})
         # Short path: UNIX socket names are limited to 108 bytes.
@@ -64,13 +71,8 @@ class EmulatedMachine:
             plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache),)
         # The plugin needs one TCG thread; without it (a baseline) multi-threaded TCG is allowed.
         single = tcg_single_thread or plugin
-        # no_timer_check: a slow, loaded emulator can miss the kernel's early IO-APIC timer
-        # test, which then panics ("IO-APIC + timer doesn't work"); seen here under load.
-        # clearcpuid=erms,fsrm: with ERMS the kernel zeroes and copies pages with `rep stosb/movsb`,
-        # which TCG runs a byte at a time, each byte a plugin callback; without it, `rep stosq`:
-        # first touch of 256 MiB took 10.6 s with ERMS and 1.2 s without, here.
-        self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single, append=append,
-                     boot_timeout=boot_timeout)
+        self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
+                     append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout)
         self.control: Control | None = Control(self.socket_path) if plugin else None
         self.ranges: list[layout.Range] = []
 

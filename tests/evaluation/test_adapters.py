@@ -15,6 +15,7 @@ from testbed.evaluation.adapters import (
     keyvalue,
     redis_benchmark_csv,
 )
+from testbed.vm import free_port
 
 CSV = '''"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 "SET","100.00","0.5","0.1","0.4","0.8","1.5","4.0"
@@ -42,9 +43,7 @@ def test_redis_csv_figures_by_hand():
 def redis_port():
     if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
         pytest.skip("redis-server and redis-benchmark are not installed (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:

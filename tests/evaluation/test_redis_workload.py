@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from testbed.evaluation import workload
+from testbed.vm import free_port
 
 SMALL = {"keys": 2000, "value_bytes": 1024, "requests": 2000, "clients": 4}
 
@@ -26,12 +26,6 @@ def script(redis_workload):
     return redis_workload.source_path()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_file_names_a_script_its_adapter_and_no_hot_map(redis_workload):
     assert redis_workload.source_path().suffix == ".sh"
     assert redis_workload.guest_program() == "/usr/local/bin/redis_load"
@@ -42,7 +36,7 @@ def test_the_file_names_a_script_its_adapter_and_no_hot_map(redis_workload):
 
 def test_loads_waits_at_the_gate_then_reports_figures(redis_workload, script, tmp_path):
     gate = tmp_path / "go"
-    argv = ["sh", str(script), *redis_workload.argv(1, params=SMALL, wait=str(gate))[1:], f"port={_free_port()}"]
+    argv = ["sh", str(script), *redis_workload.argv(1, params=SMALL, wait=str(gate))[1:], f"port={free_port()}"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     try:
         server = workload.ready_pid(proc.stdout.readline())

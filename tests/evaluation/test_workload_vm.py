@@ -102,7 +102,7 @@ def test_held_memory_stays_on_the_node_whatever_damon_does(guest):
         free_huge = int(re.search(r"HugePages_Free:\s+(\d+)", meminfo).group(1))
         assert free_huge * squeeze.HUGE_MIB == held.held_mib  # every held page is still on node 0
     finally:
-        guest.shell.run(f"cd {policies.DAMON_ADMIN} && echo off > 0/state; echo 0 > nr_kdamonds", check=False)
+        policies.stop_damon(guest.shell)
         held.release()
 
 
