@@ -67,7 +67,8 @@ def test_squeeze_shrinks_the_fast_node_so_first_touch_spills(guest):
     before = squeeze.node_free_mib(guest.shell, 0)
     held = squeeze.squeeze(guest.shell, 0, leave_mib=96)
     try:
-        assert 0.9 * (before - 96) <= held.held_mib <= before - 96  # whole 2 MiB pages, as many as formed
+        # whole 2 MiB pages, as many as formed; the node may have freed more since `before` (page cache)
+        assert held.held_mib >= 0.9 * (before - 96)
         assert 64 <= squeeze.node_free_mib(guest.shell, 0) <= 128
         w = workload.load(workload.resolve("skewed-write"))
         w.install(guest.shell)
