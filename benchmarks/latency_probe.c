@@ -3,6 +3,7 @@
  *
  *   latency_probe chase SIZE_MIB PASSES   dependent loads (a pointer chase)
  *   latency_probe store SIZE_MIB PASSES   independent stores, one per cache line
+ *   latency_probe spin MILLIONS PASSES    a register-only loop: the speed of the CPU it runs on
  *
  * Both visit every 64-byte line of the buffer once per pass, in the same
  * pseudo-random order every pass.  A fixed cyclic order larger than an LRU
@@ -97,14 +98,38 @@ static double store(struct line *buf, size_t n, int passes)
     return now_ns() - start;
 }
 
+/* Dependent xorshift steps, no memory traffic: time per step is compute speed only. */
+static double spin(size_t n, int passes)
+{
+    uint64_t s = 0x2545f4914f6cdd1dull;
+    double start = now_ns();
+    for (long i = 0; i < (long)n * passes; i++) {
+        xorshift(&s);
+    }
+    double elapsed = now_ns() - start;
+    if (s == 0) { /* xorshift never reaches 0; keeps the loop alive */
+        puts("impossible");
+    }
+    return elapsed;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 4 || (strcmp(argv[1], "chase") && strcmp(argv[1], "store"))) {
-        fprintf(stderr, "usage: %s chase|store SIZE_MIB PASSES\n", argv[0]);
+    if (argc != 4 || (strcmp(argv[1], "chase") && strcmp(argv[1], "store") && strcmp(argv[1], "spin"))) {
+        fprintf(stderr, "usage: %s chase|store SIZE_MIB PASSES | spin MILLIONS PASSES\n", argv[0]);
         return 2;
     }
     size_t mib = strtoul(argv[2], NULL, 10);
     int passes = atoi(argv[3]);
+    if (strcmp(argv[1], "spin") == 0) {
+        size_t steps = mib * 1000000;
+        if (steps == 0 || passes < 1) {
+            fprintf(stderr, "MILLIONS and PASSES must be >= 1\n");
+            return 2;
+        }
+        printf("mode=spin ns_per_op=%.3f ops=%zu\n", spin(steps, passes) / ((double)steps * passes), steps * passes);
+        return 0;
+    }
     size_t n = mib * 1024 * 1024 / LINE;
     if (n == 0 || (n & (n - 1)) || passes < 1) {
         fprintf(stderr, "SIZE_MIB must be a power of two and PASSES >= 1\n");

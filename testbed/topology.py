@@ -102,6 +102,15 @@ class HmatEntry(_Strict):
     write_bandwidth_mbps: int = Field(gt=0, description="MB/s, as Linux reports it")
 
 
+class CoreGroup(_Strict):
+    """vCPUs of one kind of core and their speed relative to the emulator's (1.0 = full speed)."""
+
+    cpus: list[int] = Field(min_length=1, description="vCPU indexes of this kind of core")
+    kind: str = Field(pattern=r"^[a-z][a-z0-9-]*$", description="e.g. 'performance', 'efficiency'")
+    speed: float = Field(gt=0, le=1, description="instruction rate relative to a full-speed core, "
+                         "emulated by the latency plugin in emulated mode")
+
+
 class Topology(_Strict):
     """A whole machine. Build with `load()`, which adds the file name to every error."""
 
@@ -113,6 +122,7 @@ class Topology(_Strict):
         default=None, description="SLIT matrix over all nodes; default 10 local, 20 remote"
     )
     hmat: list[HmatEntry] = Field(default_factory=list)
+    cores: list[CoreGroup] = Field(default_factory=list, description="core kinds and speeds; unlisted vCPUs run at 1.0")
 
     @model_validator(mode="after")
     def _consistent(self) -> Topology:
@@ -120,6 +130,7 @@ class Topology(_Strict):
         self._check_cpus()
         self._check_distances()
         self._check_hmat()
+        self._check_cores()
         return self
 
     def _check_nodes(self) -> None:
@@ -196,7 +207,33 @@ class Topology(_Strict):
                 raise ValueError(f"hmat: node {node.id} has CPUs but no entry for itself "
                                  f"(initiator = {node.id}, target = {node.id})")
 
+    def _check_cores(self) -> None:
+        seen: dict[int, int] = {}
+        for k, group in enumerate(self.cores):
+            for cpu in group.cpus:
+                if cpu >= self.cpu_count:
+                    raise ValueError(f"cores[{k}].cpus: vCPU {cpu} does not exist (vCPUs are 0..{self.cpu_count - 1})")
+                if cpu in seen:
+                    raise ValueError(f"cores[{k}].cpus: vCPU {cpu} is already in cores[{seen[cpu]}]")
+                seen[cpu] = k
+
     # ---- derived views -------------------------------------------------
+
+    def cpu_speeds(self) -> dict[int, float]:
+        """{vCPU: relative speed} for every vCPU (1.0 where no core group names it)."""
+        speeds = dict.fromkeys(range(self.cpu_count), 1.0)
+        for group in self.cores:
+            speeds.update(dict.fromkeys(group.cpus, group.speed))
+        return speeds
+
+    @property
+    def heterogeneous_cores(self) -> bool:
+        """Some vCPU runs slower than another: only the emulated mode can make that felt."""
+        return len(set(self.cpu_speeds().values())) > 1
+
+    def fastest_cpus(self) -> list[int]:
+        speeds = self.cpu_speeds()
+        return [c for c, s in speeds.items() if s == max(speeds.values())]
 
     @property
     def ram_nodes(self) -> list[Node]:

@@ -17,6 +17,8 @@ from .topology import Node, Topology
 # and the kernel image on node 0); memory is checked within this slack.
 MEMORY_SLACK_MIB = 192
 MEMORY_SLACK_FRACTION = 0.15
+# A core's measured speed, relative to the fastest, may differ from the file's by this fraction.
+SPEED_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -112,4 +114,17 @@ def compare(topo: Topology, seen: GuestMachine) -> list[Check]:
         if node.is_cxl_device:
             checks.append(_cxl_check(node, seen))
     checks += _tier_checks(topo, seen)
+    return checks
+
+
+def speed_checks(topo: Topology, relative: dict[int, float]) -> list[Check]:
+    """Per vCPU: the speed the guest measured (relative to the fastest vCPU) against the topology's."""
+    speeds = topo.cpu_speeds()
+    top = max(speeds.values())
+    checks = []
+    for cpu, speed in speeds.items():
+        expected = round(speed / top, 3)
+        observed = relative.get(cpu)
+        ok = observed is not None and abs(observed / expected - 1) <= SPEED_TOLERANCE
+        checks.append(Check(f"cpu{cpu}.speed", expected, None if observed is None else round(observed, 3), ok))
     return checks

@@ -9,7 +9,7 @@ import pytest
 from testbed import topology as t
 from testbed.topology import NodeKind, Topology, TopologyError
 
-SHIPPED = ["cxl-type3", "dram-cxl", "dram-only", "dram-nvm", "hbm-dram-cxl", "two-socket"]
+SHIPPED = ["cxl-type3", "dram-cxl", "dram-only", "dram-nvm", "hbm-dram-cxl", "hybrid-cores", "two-socket"]
 
 DESCRIPTION = 'description = "A test machine with enough words in its description to pass."\n'
 
@@ -486,3 +486,33 @@ def test_dedented_description_is_kept(write_topology):
     ''') + DRAM0
     topo = t.load(write_topology(text, name="multi"))
     assert "several lines" in topo.description
+
+
+def test_hybrid_cores_speeds(load_topology):
+    topo = load_topology("hybrid-cores")
+    assert topo.cpu_speeds() == {0: 1.0, 1: 1.0, 2: 0.4, 3: 0.4}
+    assert topo.heterogeneous_cores and topo.fastest_cpus() == [0, 1]
+    assert [g.kind for g in topo.cores] == ["performance", "efficiency"]
+
+
+def test_unlisted_cpus_run_at_full_speed():
+    topo = _model(cores=[{"cpus": [1], "kind": "efficiency", "speed": 0.5}])
+    assert topo.cpu_speeds() == {0: 1.0, 1: 0.5}
+    assert not _model().heterogeneous_cores
+
+
+@pytest.mark.parametrize(("cores", "message"), [
+    ([{"cpus": [5], "kind": "little", "speed": 0.5}], "cores[0].cpus: vCPU 5 does not exist"),
+    ([{"cpus": [0], "kind": "big", "speed": 1.0}, {"cpus": [0], "kind": "little", "speed": 0.5}],
+     "cores[1].cpus: vCPU 0 is already in cores[0]"),
+])
+def test_core_groups_must_name_existing_cpus_once(cores, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _model(cores=cores)
+
+
+def test_a_core_speed_out_of_range_names_file_field_and_value(tmp_path):
+    path = tmp_path / "fast.toml"
+    path.write_text(DESCRIPTION + DRAM0 + '\n[[cores]]\ncpus = [1]\nkind = "turbo"\nspeed = 1.5\n')
+    message = _fails(path, "cores[0].speed", "1.5")
+    assert str(path) in message

@@ -30,7 +30,7 @@ from rich.progress import (
 from .. import agent
 from ..advisor import Advisor, AnswerCache
 from ..image import GuestImage
-from ..latency import calibrate
+from ..latency import calibrate, cores
 from ..latency.emulated import Delays, EmulatedMachine
 from ..llm_client import Endpoint
 from ..process import Terminated
@@ -99,6 +99,10 @@ def fastest_nodes(topo: Topology) -> list[int]:
 def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> Delays:
     """The per-node delays for the matrix's latency mode, recording calibration in the manifest."""
     topo = machine.topology
+    if machine.paces_cores:  # cores of different speed: felt through pacing, memory latency not emulated
+        evaluation.manifest.plugin[topo.name] = {"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
+                                                 "pace_permille": {str(c): p for c, p in cores.ensure(machine).items()}}
+        return {n.id: (0, 0) for n in topo.nodes}
     if evaluation.matrix.latency != "emulated":
         return {n.id: (0, 0) for n in topo.nodes}
     cal = calibrate.ensure(machine)

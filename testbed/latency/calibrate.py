@@ -153,6 +153,9 @@ def measure(machine: EmulatedMachine, node: int) -> Calibration:
 
 def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
     """The cached calibration for this host and image, measuring it in `machine` if missing."""
+    if machine.paces_cores:
+        raise CalibrationError(f"{machine.topology.name} has cores of different speed: the plugin paces its "
+                               "vCPUs (a TCG thread each) and cannot emulate memory latency there")
     cal_key = key(machine.image.digest, machine.cache)
     cal = None if force else load(cal_key)
     if cal is None:

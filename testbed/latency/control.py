@@ -93,6 +93,10 @@ class Control:
     def read(self) -> Counters:
         return Counters.parse(self.request("read"))
 
+    def read_pace(self) -> list[dict]:
+        """Per vCPU that ran: its pace (permille), instructions, CPU time run and sleep owed to pacing."""
+        return json.loads(self.request("read")).get("pace", [])
+
     def reset(self) -> None:
         self.request("reset")
 

@@ -48,11 +48,24 @@ Delays = dict[int, tuple[int, int]]  # node -> (read ns, write ns) owed per miss
 
 def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: Delays,
                   cache: CacheModel, batch_ns: int = 20000) -> str:
-    """The full `-plugin` value: library, control socket, ranges, delays, cache model."""
+    """The full `-plugin` value: library, control socket, ranges, delays, cache model, core speeds."""
     args = [f"sock={socket_path}", f"batch_ns={batch_ns}", *cache.plugin_args()]
     args += [r.plugin_arg() for r in layout.ram_ranges(topology)]
     args += [f"delay={node}:{int(r)}:{int(w)}" for node, (r, w) in sorted(delays.items())]
+    args += speed_args(topology)
     return ",".join([str(library), *args])
+
+
+def speed_args(topology: Topology) -> list[str]:
+    """Pacing only, `speed=VCPU:PERMILLE` for every vCPU slower than full speed; none on a uniform machine.
+
+    Pacing needs a TCG thread per vCPU, where the memory callbacks cannot run
+    (see plugin.c): a machine with cores of different speed feels those, not memory latency.
+    """
+    if not topology.heterogeneous_cores:
+        return []
+    return ["mem=0", *(f"speed={cpu}:{round(speed * 1000)}"
+                       for cpu, speed in topology.cpu_speeds().items() if speed < 1)]
 
 
 class EmulatedMachine:
@@ -69,8 +82,9 @@ class EmulatedMachine:
         plugins = ()
         if plugin:
             plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache),)
-        # The plugin needs one TCG thread; without it (a baseline) multi-threaded TCG is allowed.
-        single = tcg_single_thread or plugin
+        # The memory callbacks need one TCG thread; pacing cores needs one per vCPU.
+        self.paces_cores = plugin and topology.heterogeneous_cores
+        single = (tcg_single_thread or plugin) and not self.paces_cores
         self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
                      append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout)
         self.control: Control | None = Control(self.socket_path) if plugin else None
@@ -109,6 +123,25 @@ class EmulatedMachine:
                                 f"{GUEST_PROBE} {mode} {size_mib} {passes}", timeout=600).stdout
         fields = dict(kv.split("=", 1) for kv in out.split())
         return float(fields["ns_per_op"])
+
+    def set_paces(self, pace: dict[int, int]) -> None:
+        """Run each vCPU in `pace` at that many thousandths of the emulator's speed."""
+        for cpu, permille in pace.items():
+            self.control.request(f"speed {int(cpu)} {int(permille)}")
+
+    def run_spins(self, millions: dict[int, int]) -> dict[int, float]:
+        """ns per step of a register-only loop pinned to each vCPU given, all at once: {vCPU: ns}.
+
+        At once, not in turn: the host's own speed wanders by tens of percent
+        from one second to the next here, and loops that run side by side feel
+        the same wander, so their ratio holds.
+        """
+        starts = " ".join(f"taskset -c {int(cpu)} {GUEST_PROBE} spin {int(m)} 1 > /tmp/spin.{int(cpu)} &"
+                          for cpu, m in millions.items())
+        self.vm.shell.run(f"{starts} wait", timeout=600)
+        out = self.vm.shell.run(" ".join(["cat", *(f"/tmp/spin.{int(cpu)}" for cpu in millions)])).stdout
+        figures = [dict(kv.split("=", 1) for kv in line.split()) for line in out.splitlines()]
+        return {cpu: float(f["ns_per_op"]) for cpu, f in zip(millions, figures, strict=True)}
 
     def close(self) -> None:
         if self.control is not None:

@@ -11,8 +11,20 @@
  * node are read and reset from the host over a UNIX socket while the guest
  * runs.
  *
- * Needs `-accel tcg,thread=single`: the cache model and counters are not
- * thread-safe, and qemu_plugin_get_hwaddr crashed multi-threaded TCG.
+ * Cores of different speed (a sibling job in the same plugin): a vCPU with
+ * speed s < 1 owes (1/s - 1) ns of sleep for every ns of CPU time its thread
+ * spends running it, so its instruction rate is s times what it would be;
+ * sleeps, halts and host preemption are no CPU time and never count.  This
+ * needs one thread per vCPU (`-accel tcg,thread=multi`, with `mem=0`): with
+ * one TCG thread a sleep would stall every vCPU, and QEMU then reports to a
+ * callback the vCPU that translated the block, not the one running it (its
+ * plugin-gen.c compiles the index in as a constant without CF_PARALLEL).
+ *
+ * Memory latency needs `-accel tcg,thread=single`: the cache model and
+ * counters are not thread-safe, and qemu_plugin_get_hwaddr crashed
+ * multi-threaded TCG.  So a machine gets felt memory latency or felt core
+ * speeds, not both; per-vCPU memory counters under one thread are by
+ * translating vCPU, only a rough split.
  *
  * Arguments (QEMU splits them at commas):
  *   range=BASE:END:NODE   guest physical [BASE, END) in hex belongs to NODE (repeatable)
@@ -20,6 +32,9 @@
  *   cache_kib=N line=N ways=N   the cache model (default 16 MiB, 64 B, 16 ways)
  *   batch_ns=N            pay debt once it exceeds N ns (default 20000)
  *   credit_cap_ns=N       host-CPU wait carried as credit, at most (default 5 ms)
+ *   speed=VCPU:PERMILLE   run VCPU at PERMILLE/1000 of the emulator's speed (repeatable)
+ *   mem=0                 no memory callbacks: core pacing only (multi-threaded TCG)
+ *   pace_batch_ns=N       a slow vCPU sleeps once it owes N ns (default 1 ms)
  *   sock=PATH             control socket (optional)
  *
  * Control protocol, one line per request, one line per answer:
@@ -27,6 +42,7 @@
  *   reset                 -> ok
  *   delay NODE READ WRITE -> ok  (change a node's delays while running)
  *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
+ *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
  *   config                -> JSON of ranges, delays and cache geometry
  *
  * Debian ships no qemu-plugin.h, so the few API pieces used are declared
@@ -65,6 +81,7 @@ struct qemu_plugin_tb;
 struct qemu_plugin_insn;
 struct qemu_plugin_hwaddr;
 typedef void (*qemu_plugin_udata_cb_t)(qemu_plugin_id_t id, void *userdata);
+typedef void (*qemu_plugin_vcpu_udata_cb_t)(unsigned int vcpu_index, void *userdata);
 typedef void (*qemu_plugin_vcpu_tb_trans_cb_t)(qemu_plugin_id_t id, struct qemu_plugin_tb *tb);
 typedef void (*qemu_plugin_vcpu_mem_cb_t)(unsigned int vcpu_index, qemu_plugin_meminfo_t info,
                                           uint64_t vaddr, void *userdata);
@@ -78,6 +95,20 @@ bool qemu_plugin_mem_is_store(qemu_plugin_meminfo_t info);
 struct qemu_plugin_hwaddr *qemu_plugin_get_hwaddr(qemu_plugin_meminfo_t info, uint64_t vaddr);
 bool qemu_plugin_hwaddr_is_io(const struct qemu_plugin_hwaddr *haddr);
 uint64_t qemu_plugin_hwaddr_phys_addr(const struct qemu_plugin_hwaddr *haddr);
+/* API 3 (QEMU 9.1): per-vCPU scoreboards, inline adds and conditional callbacks; used for pacing only. */
+struct qemu_plugin_scoreboard;
+typedef struct { struct qemu_plugin_scoreboard *score; size_t offset; } qemu_plugin_u64;
+enum qemu_plugin_cond { QEMU_PLUGIN_COND_NEVER, QEMU_PLUGIN_COND_ALWAYS, QEMU_PLUGIN_COND_EQ, QEMU_PLUGIN_COND_NE,
+                        QEMU_PLUGIN_COND_LT, QEMU_PLUGIN_COND_LE, QEMU_PLUGIN_COND_GT, QEMU_PLUGIN_COND_GE };
+enum qemu_plugin_op { QEMU_PLUGIN_INLINE_ADD_U64, QEMU_PLUGIN_INLINE_STORE_U64 };
+struct qemu_plugin_scoreboard *qemu_plugin_scoreboard_new(size_t element_size);
+uint64_t qemu_plugin_u64_get(qemu_plugin_u64 entry, unsigned int vcpu_index);
+void qemu_plugin_u64_set(qemu_plugin_u64 entry, unsigned int vcpu_index, uint64_t val);
+void qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(struct qemu_plugin_tb *tb, enum qemu_plugin_op op,
+                                                       qemu_plugin_u64 entry, uint64_t imm);
+void qemu_plugin_register_vcpu_tb_exec_cond_cb(struct qemu_plugin_tb *tb, qemu_plugin_vcpu_udata_cb_t cb,
+                                               enum qemu_plugin_cb_flags flags, enum qemu_plugin_cond cond,
+                                               qemu_plugin_u64 entry, uint64_t imm, void *userdata);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
 void qemu_plugin_outs(const char *string);
 
@@ -113,6 +144,16 @@ static struct counters count[MAX_VCPUS][MAX_NODES + 1];
 static struct counters base[MAX_VCPUS][MAX_NODES + 1];
 static uint64_t slept_base, sleeps_base, credited_base;
 static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Pacing of slow vCPUs (see the top): per vCPU, touched only by its own thread. */
+#define PACE_INSNS (1u << 16) /* instructions between two reads of the thread's CPU clock */
+struct pace { uint64_t permille, insns, mark_ns, ran_ns, slept_ns; int64_t owed_ns; };
+static struct pace pace[MAX_VCPUS];
+static struct { uint64_t insns, ran_ns, slept_ns; } pace_base[MAX_VCPUS];
+static bool pacing;      /* some vCPU is slower than the emulator */
+static qemu_plugin_u64 pending; /* per vCPU: instructions since its last check, added inline */
+static bool mem_cbs = true; /* mem=0: pacing only (needed with multi-threaded TCG) */
+static uint64_t pace_batch_ns = 1000000; /* sleep in ~1 ms pieces: fewer wake-ups, less cold cache */
 
 static char sock_path[108];
 static int listen_fd = -1;
@@ -215,6 +256,48 @@ static void pay_debt(void)
     waited_mark = run_delay_ns(); /* a wait to run again after the sleep is in `slept` already */
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
+/* A slow vCPU owes (1000 / permille - 1) ns of sleep per ns of CPU time its
+ * thread spent running it; sleeping it off stretches only that vCPU's time. */
+static void pace_pay(struct pace *p)
+{
+    uint64_t cpu = thread_cpu_ns();
+    uint64_t ran = p->mark_ns ? cpu - p->mark_ns : 0;
+    p->mark_ns = cpu;
+    p->ran_ns += ran;
+    if (p->permille && p->permille < 1000) {
+        p->owed_ns += (int64_t)(ran * (1000 - p->permille) / p->permille);
+    }
+    if (p->owed_ns <= (int64_t)pace_batch_ns) {
+        return;
+    }
+    uint64_t start = now_ns();
+    struct timespec ts = { (time_t)(p->owed_ns / 1000000000), (long)(p->owed_ns % 1000000000) };
+    nanosleep(&ts, NULL);
+    uint64_t slept = now_ns() - start;
+    p->owed_ns -= (int64_t)slept; /* oversleep is carried as credit */
+    p->slept_ns += slept;
+    p->mark_ns = thread_cpu_ns(); /* the sleep call's own CPU time is not the vCPU running */
+}
+
+/* Called once a vCPU has run PACE_INSNS instructions since its last check: a
+ * callback per block cost five times the loop it paced, an inline add does not. */
+static void on_pace_check(unsigned int vcpu, void *udata)
+{
+    if (vcpu >= MAX_VCPUS) {
+        return;
+    }
+    pace[vcpu].insns += qemu_plugin_u64_get(pending, vcpu);
+    qemu_plugin_u64_set(pending, vcpu, 0);
+    pace_pay(&pace[vcpu]);
+}
+
 static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
     struct qemu_plugin_hwaddr *hw = qemu_plugin_get_hwaddr(info, vaddr);
@@ -251,7 +334,12 @@ static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
-    for (size_t i = 0; i < n; i++) {
+    if (pacing) {
+        qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(tb, QEMU_PLUGIN_INLINE_ADD_U64, pending, n);
+        qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_pace_check, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
+                                                  pending, PACE_INSNS, NULL);
+    }
+    for (size_t i = 0; mem_cbs && i < n; i++) {
         qemu_plugin_register_vcpu_mem_cb(qemu_plugin_tb_get_insn(tb, i), on_mem,
                                          QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, NULL);
     }
@@ -311,6 +399,20 @@ static size_t format_counters(char *out, size_t size)
         len += put_counters(out + len, size - len, "vcpu", v, &per_vcpu[v]);
         first = false;
     }
+    len += snprintf(out + len, size - len, "],\"pace\":[");
+    first = true;
+    for (int v = 0; v < MAX_VCPUS; v++) {
+        if (pace[v].insns == 0) {
+            continue;
+        }
+        len += snprintf(out + len, size - len,
+                        "%s{\"vcpu\":%d,\"permille\":%" PRIu64 ",\"insns\":%" PRIu64 ",\"ran_ns\":%" PRIu64
+                        ",\"slept_ns\":%" PRIu64 "}",
+                        first ? "" : ",", v, pace[v].permille ? pace[v].permille : 1000, pace[v].insns - pace_base[v].insns,
+                        pace[v].ran_ns - pace_base[v].ran_ns,
+                        pace[v].slept_ns - pace_base[v].slept_ns);
+        first = false;
+    }
     len += snprintf(out + len, size - len,
                     "],\"slept_ns\":%" PRIu64 ",\"sleeps\":%" PRIu64 ",\"credited_ns\":%" PRIu64 "}\n",
                     slept_ns - slept_base, sleeps - sleeps_base, credited_ns - credited_base);
@@ -355,6 +457,18 @@ static bool set_delay(int node, uint64_t rd, uint64_t wr)
     return true;
 }
 
+/* Speeds can change while running only where pacing was set up at start
+ * (the per-block callback is placed at translation). */
+static bool set_speed(int vcpu, uint64_t permille, bool at_start)
+{
+    if (vcpu < 0 || vcpu >= MAX_VCPUS || permille == 0 || permille > 1000 || (!at_start && !pacing)) {
+        return false;
+    }
+    pace[vcpu].permille = permille;
+    pacing |= at_start;
+    return true;
+}
+
 static size_t answer(const char *request, char *out, size_t size)
 {
     int node;
@@ -370,9 +484,17 @@ static size_t answer(const char *request, char *out, size_t size)
         slept_base = slept_ns;
         sleeps_base = sleeps;
         credited_base = credited_ns;
+        for (int v = 0; v < MAX_VCPUS; v++) {
+            pace_base[v].insns = pace[v].insns;
+            pace_base[v].ran_ns = pace[v].ran_ns;
+            pace_base[v].slept_ns = pace[v].slept_ns;
+        }
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "delay %d %" SCNu64 " %" SCNu64, &node, &a, &b) == 3 && set_delay(node, a, b)) {
+        return snprintf(out, size, "ok\n");
+    }
+    if (sscanf(request, "speed %d %" SCNu64, &node, &a) == 2 && set_speed(node, a, false)) {
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "range %" SCNx64 " %" SCNx64 " %d", &a, &b, &node) == 3 && add_range(a, b, node)) {
@@ -486,6 +608,17 @@ static bool parse_arg(const char *arg)
         ways = strtoul(arg + 5, &end, 10);
         return *end == 0 && ways > 0 && ways <= 64;
     }
+    if (sscanf(arg, "speed=%d:%" SCNu64, &node, &rd) == 2) {
+        return set_speed(node, rd, true);
+    }
+    if (strcmp(arg, "mem=0") == 0 || strcmp(arg, "mem=1") == 0) {
+        mem_cbs = arg[4] == '1';
+        return true;
+    }
+    if (strncmp(arg, "pace_batch_ns=", 14) == 0) {
+        pace_batch_ns = strtoull(arg + 14, &end, 10);
+        return *end == 0;
+    }
     if (strncmp(arg, "batch_ns=", 9) == 0) {
         batch_ns = strtoull(arg + 9, &end, 10);
         return *end == 0;
@@ -528,11 +661,19 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
         say("llamas-latency: no memory for the cache model (%s)\n", "calloc");
         return -1;
     }
+    if (pacing && info->version.cur < 3) {
+        say("llamas-latency: pacing cores needs plugin API 3 (QEMU 9.1 or newer)%s\n", "");
+        return -1;
+    }
+    if (pacing) {
+        pending = (qemu_plugin_u64){ qemu_plugin_scoreboard_new(sizeof(uint64_t)), 0 };
+    }
     if (sock_path[0] && !start_control()) {
         say("llamas-latency: cannot listen on control socket %s\n", sock_path);
         return -1;
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb_trans);
     qemu_plugin_register_atexit_cb(id, on_exit_cb, NULL);
+
     return 0;
 }

@@ -100,3 +100,30 @@ def test_a_bad_plugin_argument_stops_qemu_with_its_name(tmp_path):
 def test_no_plugin_listening_is_a_clear_error(tmp_path):
     with pytest.raises(ControlError, match="no latency plugin listening"):
         Control(tmp_path / "absent.sock").connect(wait=0.2)
+
+
+@needs_qemu
+def test_pacing_arguments_load_and_speeds_change_while_running(tmp_path):
+    sock = tmp_path / "ctl.sock"
+    args = ",".join([str(build.ensure()), f"sock={sock}", "mem=0", "speed=1:400", "pace_batch_ns=500000"])
+    process = subprocess.Popen(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+                                "-accel", "tcg,thread=multi", "-plugin", args],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=child_dies_with_parent)
+    try:
+        with Control(sock) as control:
+            control.request("speed 1 700")
+            with pytest.raises(ControlError, match="plugin refused"):
+                control.request("speed 1 0")
+            with pytest.raises(ControlError, match="plugin refused"):
+                control.request("speed 1 1001")
+            assert control.read().slept_ns == 0
+    finally:
+        process.kill()
+        process.wait()
+
+
+@needs_qemu
+def test_speeds_cannot_be_set_while_running_without_pacing_at_start(plugin_qemu):
+    with pytest.raises(ControlError, match="plugin refused"):
+        plugin_qemu.request("speed 0 500")

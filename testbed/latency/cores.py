@@ -1,0 +1,84 @@
+"""Felt core speeds: pace the slow vCPUs until the guest measures the topology's speeds.
+
+The plugin makes a vCPU of speed s sleep (1/s - 1) ns per ns of CPU time it
+runs, but a thread that sleeps often runs slower when it wakes (cold caches,
+the wake-up itself), so the guest feels less than s.  As with memory latency
+the cure is a measurement: a register-only loop on the fastest vCPU and one on
+each slower group's first vCPU, side by side, the group's pace scaled by
+target over felt, a few rounds.  The paces are cached per host, QEMU, image,
+plugin and set of speeds, and set through the control socket at boot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import statistics
+from pathlib import Path
+
+from ..image import cache_root
+from . import calibrate
+from .emulated import EmulatedMachine
+
+REPEATS = 3
+ROUNDS = 3
+SPIN_MILLIONS = 100  # about half a second on a full-speed vCPU here
+
+
+def measure(machine: EmulatedMachine, repeats: int = REPEATS) -> dict[int, float]:
+    """{vCPU: speed relative to the fastest vCPU}: each vCPU side by side with a fastest one, median of repeats."""
+    speeds = machine.topology.cpu_speeds()
+    reference = machine.topology.fastest_cpus()[0]
+    top = speeds[reference]
+    relative = {reference: 1.0}
+    for cpu in (c for c in sorted(speeds) if c != reference):
+        # The slower loop gets fewer steps, so both run for about the same time.
+        steps = {reference: SPIN_MILLIONS, cpu: max(1, round(SPIN_MILLIONS * speeds[cpu] / top))}
+        ratios = []
+        for _ in range(repeats):
+            ns = machine.run_spins(steps)
+            ratios.append(ns[reference] / ns[cpu])
+        relative[cpu] = statistics.median(ratios)
+    return relative
+
+
+def _key(machine: EmulatedMachine) -> str:
+    speeds = json.dumps(sorted(machine.topology.cpu_speeds().items()))
+    base = calibrate.key(machine.image.digest, machine.cache)
+    return hashlib.sha256(f"{base}\n{speeds}".encode()).hexdigest()[:16]
+
+
+def _path(key: str) -> Path:
+    return cache_root() / "latency" / "pacing" / f"{key}.json"
+
+
+def fit(machine: EmulatedMachine) -> dict[int, int]:
+    """{vCPU: permille} that make each slow group feel its topology speed relative to the fastest vCPUs."""
+    speeds = machine.topology.cpu_speeds()
+    top = max(speeds.values())
+    groups = {s: [c for c in speeds if speeds[c] == s] for s in set(speeds.values()) if s < top}
+    pace = {cpu: round(1000 * s / top) for s, cpus in groups.items() for cpu in cpus}
+    for _ in range(ROUNDS):
+        machine.set_paces(pace)
+        felt = measure(machine, repeats=1)
+        for s, cpus in groups.items():
+            scaled = min(1000, max(1, round(pace[cpus[0]] * (s / top) / felt[cpus[0]])))
+            pace.update(dict.fromkeys(cpus, scaled))
+    machine.set_paces(pace)
+    return pace
+
+
+def ensure(machine: EmulatedMachine, force: bool = False) -> dict[int, int]:
+    """Set the cached paces of this machine's slow vCPUs, fitting them first if there are none."""
+    path = _path(_key(machine))
+    if path.exists() and not force:
+        pace = {int(cpu): int(p) for cpu, p in json.loads(path.read_text()).items()}
+        machine.set_paces(pace)
+        return pace
+    pace = fit(machine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({str(c): p for c, p in pace.items()}) + "\n")
+    tmp.replace(path)
+    return pace

@@ -1,0 +1,32 @@
+"""Core speeds: the plugin arguments a hybrid machine gets, the speed checks of `testbed validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from testbed.latency.emulated import CacheModel, plugin_option, speed_args
+from testbed.validate import speed_checks
+
+
+def test_a_uniform_machine_gets_no_pacing(load_topology):
+    assert speed_args(load_topology("dram-cxl")) == []
+
+
+def test_slow_vcpus_are_paced_in_thousandths_without_memory_callbacks(load_topology):
+    topo = load_topology("hybrid-cores")
+    assert speed_args(topo) == ["mem=0", "speed=2:400", "speed=3:400"]
+    option = plugin_option(Path("/p.so"), Path("/s"), topo, {}, CacheModel())
+    assert option.startswith("/p.so,sock=/s,") and option.endswith(",mem=0,speed=2:400,speed=3:400")
+
+
+def test_speed_checks_hold_within_ten_percent(load_topology):
+    topo = load_topology("hybrid-cores")
+    checks = speed_checks(topo, {0: 1.0, 1: 0.97, 2: 0.37, 3: 0.45})
+    assert [(c.name, c.expected, c.observed, c.ok) for c in checks] == [
+        ("cpu0.speed", 1.0, 1.0, True), ("cpu1.speed", 1.0, 0.97, True),
+        ("cpu2.speed", 0.4, 0.37, True), ("cpu3.speed", 0.4, 0.45, False)]
+
+
+def test_a_vcpu_not_measured_fails_its_check(load_topology):
+    checks = speed_checks(load_topology("hybrid-cores"), {0: 1.0, 1: 1.0, 2: 0.4})
+    assert [c.ok for c in checks] == [True, True, True, False]

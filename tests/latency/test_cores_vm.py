@@ -1,0 +1,39 @@
+"""A real guest on hybrid-cores: the slow vCPUs compute as much slower as the topology says, paced by the plugin."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.latency import cores
+from testbed.latency.emulated import EmulatedMachine
+from testbed.topology import load, resolve
+from testbed.validate import speed_checks
+
+pytestmark = pytest.mark.vm
+
+# Looser than validate's 10 %: this test runs on shared, noisy CI hosts.
+SPEED_TOLERANCE = 0.25
+
+
+@pytest.fixture(scope="module")
+def hybrid(guest_image):
+    with EmulatedMachine(load(resolve("hybrid-cores")), guest_image) as machine:
+        cores.ensure(machine)
+        yield machine
+
+
+def test_each_vcpu_feels_its_topology_speed(hybrid):
+    felt = cores.measure(hybrid)
+    for cpu, speed in hybrid.topology.cpu_speeds().items():
+        assert felt[cpu] == pytest.approx(speed, rel=SPEED_TOLERANCE), felt
+    assert felt[2] < 0.6 * felt[1]  # the efficiency cores are clearly the slow ones
+    assert len(speed_checks(hybrid.topology, felt)) == 4
+
+
+def test_only_the_slow_vcpus_sleep(hybrid):
+    hybrid.control.reset()
+    hybrid.run_spins({1: 20, 3: 8})
+    pace = {p["vcpu"]: p for p in hybrid.control.read_pace()}
+    assert pace[3]["slept_ns"] > 0 and pace[3]["permille"] < 1000
+    assert pace[1].get("slept_ns", 0) == 0 and pace[1]["permille"] == 1000
+    assert pace[1]["insns"] > 10**8 and pace[3]["insns"] > 10**7
