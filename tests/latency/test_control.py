@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import shutil
 import subprocess
@@ -34,14 +36,12 @@ def test_counters_missing_a_field_do_not_parse():
         Counters.parse(json.dumps(broken))
 
 
-@pytest.fixture
-def plugin_qemu(tmp_path):
-    """A machine-less QEMU with the plugin loaded and listening; killed after the test."""
-    sock = tmp_path / "ctl.sock"
-    args = ",".join([str(build.ensure()), f"sock={sock}", "cache_kib=1024", "line=128", "ways=8", "credit_cap_ns=1000000",
-                     "range=0:40000000:0", "range=40000000:80000000:1", "delay=1:250:900"])
+@contextlib.contextmanager
+def machineless_qemu(sock, plugin_args: list[str], threads: str = "single"):
+    """A machine-less QEMU with the plugin loaded and listening on `sock`; killed on exit."""
+    args = ",".join([str(build.ensure()), f"sock={sock}", *plugin_args])
     process = subprocess.Popen(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-                                "-accel", "tcg,thread=single", "-plugin", args],
+                                "-accel", f"tcg,thread={threads}", "-plugin", args],
                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                preexec_fn=child_dies_with_parent)
     try:
@@ -50,6 +50,13 @@ def plugin_qemu(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def plugin_qemu(tmp_path):
+    with machineless_qemu(tmp_path / "ctl.sock", ["cache_kib=1024", "line=128", "ways=8", "credit_cap_ns=1000000",
+                          "range=0:40000000:0", "range=40000000:80000000:1", "delay=1:250:900"]) as control:
+        yield control
 
 
 @needs_qemu
@@ -104,23 +111,12 @@ def test_no_plugin_listening_is_a_clear_error(tmp_path):
 
 @needs_qemu
 def test_pacing_arguments_load_and_speeds_change_while_running(tmp_path):
-    sock = tmp_path / "ctl.sock"
-    args = ",".join([str(build.ensure()), f"sock={sock}", "mem=0", "speed=1:400", "pace_batch_ns=500000"])
-    process = subprocess.Popen(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-                                "-accel", "tcg,thread=multi", "-plugin", args],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               preexec_fn=child_dies_with_parent)
-    try:
-        with Control(sock) as control:
-            control.request("speed 1 700")
+    with machineless_qemu(tmp_path / "ctl.sock", ["mem=0", "speed=1:400", "pace_batch_ns=500000"], "multi") as control:
+        control.request("speed 1 700")
+        for bad in ("speed 1 0", "speed 1 1001"):
             with pytest.raises(ControlError, match="plugin refused"):
-                control.request("speed 1 0")
-            with pytest.raises(ControlError, match="plugin refused"):
-                control.request("speed 1 1001")
-            assert control.read().slept_ns == 0
-    finally:
-        process.kill()
-        process.wait()
+                control.request(bad)
+        assert control.read().slept_ns == 0
 
 
 @needs_qemu
