@@ -29,6 +29,7 @@ from .hints import (
     SetAffinity,
     SetKnob,
     SetPolicy,
+    SetSched,
 )
 from .state import GuestState
 
@@ -106,6 +107,9 @@ def response_schema(state: GuestState) -> dict:
         kinds.append(_object("set_affinity", {"pid": pid, "reason": reason, "cpus": {
             "type": "array", "items": {"type": "integer", "enum": _cpus(state)},
             "minItems": 1, "uniqueItems": True}}))
+        kinds.append(_object("set_sched", {"pid": pid, "reason": reason,
+                                           "nice": {"type": "integer", "minimum": -20, "maximum": 19},
+                                           "policy": {"enum": ["normal", "batch", "idle"]}}))
         starts = _range_starts(state)
         if starts:
             kinds.append(_object("move_range", {"pid": pid, "reason": reason,
@@ -177,11 +181,17 @@ def _misfit(state: GuestState, hint) -> str | None:
         return _migrate_misfit(state, hint)
     if isinstance(hint, SetAffinity) and set(hint.cpus) - set(_cpus(state)):
         return f"CPU(s) {sorted(set(hint.cpus) - set(_cpus(state)))} do not exist"
+    if isinstance(hint, SetSched) and _same_sched(state.process(hint.pid), hint):
+        return f"pid {hint.pid} already runs at that nice level and class: the hint changes nothing"
     if isinstance(hint, SetKnob) and hint.knob not in _knobs(state) and hint.knob != "weighted_interleave":
         return f"the guest kernel has no knob {hint.knob}"
     if isinstance(hint, SetPolicy) and hint.pid is not None:
         return "set_policy cannot target a running pid (the kernel sets only the caller's policy)"
     return None
+
+
+def _same_sched(proc, hint: SetSched) -> bool:
+    return (hint.nice is None or hint.nice == proc.nice) and (hint.policy is None or hint.policy == proc.sched_policy)
 
 
 def _nodes_named(hint) -> set[int]:

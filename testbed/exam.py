@@ -13,6 +13,8 @@ Decision checks:
 - never_moves PID NODE: no hint moves PID's pages to NODE;
 - pins PID CPUS: a hint pins PID to a subset of CPUS;
 - never_pins PID: no hint changes PID's CPUs;
+- deprioritizes PID: a hint raises PID's nice level above 0 or puts it in the batch or idle class;
+- never_deprioritizes PID: no hint does that to PID;
 - leaves_alone PID: no hint names PID;
 - sets_knob KNOB VALUE: a hint sets KNOB to VALUE;
 - any OF: at least one of the listed checks holds.
@@ -27,12 +29,13 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from .guest_view import CxlView, GuestNode
-from .hints import Hint, MigratePages, MoveRange, SetAffinity, SetKnob
+from .hints import Hint, MigratePages, MoveRange, SetAffinity, SetKnob, SetSched
 from .state import SCHEMA_VERSION, GuestState, Knobs, Process
 from .topology import Topology, load, resolve
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "exam" / "scenarios"
-CHECKS = ("moves", "never_moves", "pins", "never_pins", "leaves_alone", "sets_knob", "any")
+CHECKS = ("moves", "never_moves", "pins", "never_pins", "deprioritizes", "never_deprioritizes", "leaves_alone",
+          "sets_knob", "any")
 AGENT_PID = 90
 _HINTS = TypeAdapter(list[Hint])
 
@@ -59,6 +62,10 @@ class Decision:
                        for h in hints)
         if self.check == "never_pins":
             return not any(isinstance(h, SetAffinity) and h.pid == a["pid"] for h in hints)
+        if self.check == "deprioritizes":
+            return any(_lowers(h, a["pid"]) for h in hints)
+        if self.check == "never_deprioritizes":
+            return not any(_lowers(h, a["pid"]) for h in hints)
         if self.check == "leaves_alone":
             return not any(getattr(h, "pid", None) == a["pid"] for h in hints)
         if self.check == "sets_knob":
@@ -93,6 +100,12 @@ def _targets(hint, pid: int) -> set[int]:
     return set()
 
 
+def _lowers(hint, pid: int) -> bool:
+    """Whether `hint` gives `pid` less CPU than a default process (scenario processes start at nice 0, normal)."""
+    return isinstance(hint, SetSched) and hint.pid == pid and (
+        (hint.nice or 0) > 0 or hint.policy in ("batch", "idle"))
+
+
 def _need(data: dict, key: str, kind: type, where: str):
     value = data.get(key)
     if not isinstance(value, kind):
@@ -110,7 +123,8 @@ def _decision(data: dict, where: str) -> Decision:
         return Decision(check, why, {"of": [_decision({**o, "why": why}, f"{where}.of[{i}]")
                                             for i, o in enumerate(options)]})
     needs = {"moves": ("pid", "node"), "never_moves": ("pid", "node"), "pins": ("pid", "cpus"),
-             "never_pins": ("pid",), "leaves_alone": ("pid",), "sets_knob": ("knob", "value")}[check]
+             "never_pins": ("pid",), "deprioritizes": ("pid",), "never_deprioritizes": ("pid",),
+             "leaves_alone": ("pid",), "sets_knob": ("knob", "value")}[check]
     missing = [k for k in needs if k not in data]
     if missing:
         raise ScenarioError(f"{where}: check {check!r} needs field(s) {', '.join(missing)}")
@@ -126,7 +140,9 @@ def _process(data: dict, topo: Topology, where: str) -> Process:
                    cmdline=data.get("cmdline", data["name"]), state=data.get("state", "S"),
                    threads=data.get("threads", 1), rss_kib=sum(rss.values()), rss_kib_by_node=rss,
                    mempolicy=data.get("mempolicy", "default"), cpus_allowed=data.get("cpus", all_cpus),
-                   mems_allowed=[n.id for n in topo.nodes], cpu_seconds=float(data.get("cpu_seconds", 1.0)))
+                   mems_allowed=[n.id for n in topo.nodes], cpu_seconds=float(data.get("cpu_seconds", 1.0)),
+                   cpu_percent=data.get("cpu_percent"), last_cpu=data.get("last_cpu"), nice=data.get("nice", 0),
+                   sched_policy=data.get("sched_policy", "normal"))
 
 
 def build_state(topo: Topology, data: dict, where: str) -> GuestState:

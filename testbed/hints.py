@@ -128,7 +128,23 @@ class SetAffinity(_Hint):
         return self
 
 
-Hint = Annotated[MigratePages | MoveRange | SetPolicy | SetKnob | SetAffinity, Field(discriminator="kind")]
+class SetSched(_Hint):
+    """A process's nice level and/or scheduling class, every thread (setpriority(2), sched_setscheduler(2)).
+    No real-time class: a spinning real-time task can hang the guest."""
+
+    kind: Literal["set_sched"] = "set_sched"
+    pid: Pid
+    nice: Annotated[StrictInt, Field(ge=-20, le=19)] | None = None
+    policy: Literal["normal", "batch", "idle"] | None = None
+
+    @model_validator(mode="after")
+    def _something(self):
+        if self.nice is None and self.policy is None:
+            raise ValueError("set_sched needs nice, policy or both")
+        return self
+
+
+Hint = Annotated[MigratePages | MoveRange | SetPolicy | SetKnob | SetAffinity | SetSched, Field(discriminator="kind")]
 
 
 class HintDocument(BaseModel):

@@ -39,6 +39,11 @@ class Process(_Model):
     cpus_allowed: list[int]
     mems_allowed: list[int]
     cpu_seconds: float
+    # Where and how it runs (absent from states gathered before they were added):
+    cpu_percent: float | None = None  # of one CPU, over the agent's short sampling window
+    last_cpu: int | None = None
+    nice: int = 0
+    sched_policy: str = "normal"
 
 
 class DamonRegion(_Model):

@@ -127,6 +127,34 @@ def _apply_affinity(tree, records, hint, plan):
     return {"threads": len(tids), "previous": previous.get(str(pid)), "now": sorted(os.sched_getaffinity(pid))}
 
 
+SCHED_POLICY = {"normal": os.SCHED_OTHER, "batch": os.SCHED_BATCH, "idle": os.SCHED_IDLE}
+POLICY_NAME = {v: k for k, v in SCHED_POLICY.items()}
+
+
+def sched_of(tid):
+    """[nice, policy name] of one thread."""
+    return [os.getpriority(os.PRIO_PROCESS, tid), POLICY_NAME.get(os.sched_getscheduler(tid), "other")]
+
+
+def set_sched(tid, nice=None, policy=None):
+    """Nice level and scheduling class of one thread (on Linux both act per thread)."""
+    if policy is not None:
+        os.sched_setscheduler(tid, SCHED_POLICY[policy], os.sched_param(0))
+    if nice is not None:
+        os.setpriority(os.PRIO_PROCESS, tid, nice)
+
+
+def _apply_sched(tree, records, hint, plan):
+    pid = hint["pid"]
+    tids = _tids(tree, pid)
+    previous = {str(t): sched_of(t) for t in tids}
+    records.push_undo({"type": "sched", "pid": pid, "previous": previous})
+    for t in tids:
+        set_sched(t, hint.get("nice"), hint.get("policy"))
+    nice, policy = sched_of(pid)
+    return {"threads": len(tids), "previous": previous.get(str(pid)), "now": {"nice": nice, "policy": policy}}
+
+
 def _tids(tree, pid):
     names = [int(n) for n in os.listdir(tree.path("proc", str(pid), "task")) if n.isdigit()]
     return sorted(names) or [pid]
@@ -146,5 +174,5 @@ def _apply_policy(tree, records, hint, plan):
 
 
 _APPLY = {"migrate_pages": _apply_migrate, "move_range": _apply_move_range, "set_knob": _apply_knob,
-          "set_affinity": _apply_affinity, "set_policy": _apply_policy}
+          "set_affinity": _apply_affinity, "set_policy": _apply_policy, "set_sched": _apply_sched}
 

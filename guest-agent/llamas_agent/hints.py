@@ -17,7 +17,9 @@ MAX_NODE = 1023
 MAX_LIST = 64
 MAX_RANGE_BYTES = 1 << 30  # one move_range locates each page: bounded work and memory
 POLICY_MODES = ("bind", "preferred", "interleave", "weighted_interleave")
-KINDS = ("migrate_pages", "move_range", "set_policy", "set_knob", "set_affinity")
+KINDS = ("migrate_pages", "move_range", "set_policy", "set_knob", "set_affinity", "set_sched")
+SCHED_POLICIES = ("normal", "batch", "idle")  # never a real-time class: a spinning RT task can hang the guest
+NICE_MIN, NICE_MAX = -20, 19
 COMMON = {"kind", "id", "reason"}
 FIELDS = {
     "migrate_pages": ({"pid", "from_nodes", "to_nodes"}, set()),
@@ -25,6 +27,7 @@ FIELDS = {
     "set_policy": ({"mode", "nodes"}, {"pid", "launch", "weights"}),
     "set_knob": ({"knob", "value"}, set()),
     "set_affinity": ({"pid", "cpus"}, set()),
+    "set_sched": ({"pid"}, {"nice", "policy"}),
 }
 LAUNCH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -180,5 +183,15 @@ def _set_affinity(hint):
         raise SchemaError("cpus has duplicates")
 
 
+def _set_sched(hint):
+    _pid(hint)
+    if "nice" not in hint and "policy" not in hint:
+        raise SchemaError("set_sched needs nice, policy or both")
+    if "nice" in hint:
+        _int(hint["nice"], "nice", NICE_MIN, NICE_MAX)
+    if "policy" in hint and hint["policy"] not in SCHED_POLICIES:
+        raise SchemaError(f"policy must be one of {list(SCHED_POLICIES)}, got {hint['policy']!r}")
+
+
 _CHECKS = {"migrate_pages": _migrate, "move_range": _move_range, "set_policy": _set_policy,
-           "set_knob": _set_knob, "set_affinity": _set_affinity}
+           "set_knob": _set_knob, "set_affinity": _set_affinity, "set_sched": _set_sched}

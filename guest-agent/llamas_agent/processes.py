@@ -6,6 +6,7 @@ the host or an LLM prompt.
 """
 
 import os
+import time
 
 from .sysfs import parse_cpulist
 
@@ -13,6 +14,8 @@ PF_KTHREAD = 0x00200000  # include/linux/sched.h: the task is a kernel thread
 NAME_MAX_CHARS = 64
 CMDLINE_MAX_CHARS = 256
 PAGE_KIB = 4
+CPU_SAMPLE_S = 0.25  # CPU use is measured over this window: lifetime totals hide what runs now
+SCHED_POLICIES = {0: "normal", 1: "fifo", 2: "rr", 3: "batch", 5: "idle", 6: "deadline"}
 
 
 def sanitize(text, limit):
@@ -37,7 +40,11 @@ def parse_stat(text):
     fields = tail.split()
     # fields[0] is state (field 3 of proc(5)); field N of proc(5) is fields[N - 3].
     return {"comm": comm, "state": fields[0], "ppid": int(fields[1]), "flags": int(fields[6]),
-            "utime": int(fields[11]), "stime": int(fields[12]), "num_threads": int(fields[17])}
+            "utime": int(fields[11]), "stime": int(fields[12]), "nice": int(fields[16]),
+            "num_threads": int(fields[17]),
+            # Linux >= 2.5.19 writes both; a shorter line (an old kernel, a test tree) lacks them.
+            "processor": int(fields[36]) if len(fields) > 36 else None,
+            "policy": int(fields[38]) if len(fields) > 38 else 0}
 
 
 def parse_status(text):
@@ -101,6 +108,15 @@ def node_usage_kib(tree, pid):
     return None if text is None else parse_numa_maps(text)[0]
 
 
+def cpu_ticks(tree, pid):
+    """utime + stime of pid (clock ticks), or None if it is gone."""
+    text = tree.read("proc", str(pid), "stat")
+    if text is None:
+        return None
+    stat = parse_stat(text)
+    return stat["utime"] + stat["stime"]
+
+
 def gather_process(tree, pid, clk_tck):
     """One user process as a dict, or None for kernel threads and processes that vanished."""
     stat_text = tree.read("proc", str(pid), "stat")
@@ -129,6 +145,9 @@ def gather_process(tree, pid, clk_tck):
         "cpus_allowed": parse_cpulist(status.get("Cpus_allowed_list", "")),
         "mems_allowed": parse_cpulist(status.get("Mems_allowed_list", "")),
         "cpu_seconds": round((stat["utime"] + stat["stime"]) / clk_tck, 2),
+        "last_cpu": stat["processor"],
+        "nice": stat["nice"],
+        "sched_policy": SCHED_POLICIES.get(stat["policy"], str(stat["policy"])),
     }
 
 
@@ -156,14 +175,22 @@ def pids(tree):
     return sorted(int(n) for n in names if n.isdigit())
 
 
-def gather_processes(tree, skip_pids=()):
-    """Every user process (kernel threads skipped), except `skip_pids`."""
+def gather_processes(tree, skip_pids=(), cpu_sample_s=CPU_SAMPLE_S):
+    """Every user process (kernel threads skipped), except `skip_pids`, with its CPU use (percent of
+    one CPU) over the last `cpu_sample_s` seconds."""
     clk_tck = os.sysconf("SC_CLK_TCK")
+    listed = [pid for pid in pids(tree) if pid not in skip_pids]
+    before = {pid: cpu_ticks(tree, pid) for pid in listed}
+    started = time.monotonic()
+    if cpu_sample_s:
+        time.sleep(cpu_sample_s)
     out = []
-    for pid in pids(tree):
-        if pid in skip_pids:
-            continue
+    for pid in listed:
         proc = gather_process(tree, pid, clk_tck)
-        if proc is not None:
-            out.append(proc)
+        if proc is None:
+            continue
+        elapsed = time.monotonic() - started
+        ticks = round(proc["cpu_seconds"] * clk_tck) - (before.get(pid) or 0)
+        proc["cpu_percent"] = round(100 * ticks / clk_tck / elapsed, 1) if before.get(pid) is not None and elapsed > 0 else None
+        out.append(proc)
     return out

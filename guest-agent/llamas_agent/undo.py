@@ -1,6 +1,6 @@
 """`undo`: reverse the recorded changes, newest first, and clear the record.
 
-Knobs, CPU affinities and launch policies are restored.  Page moves are not
+Knobs, CPU affinities, nice levels and scheduling classes, and launch policies are restored.  Page moves are not
 recorded: the pages already sit where the hint asked, and moving them back is
 a new hint with its own checks.  A thread that has exited since is skipped and
 reported.
@@ -8,6 +8,7 @@ reported.
 
 import os
 
+from .apply import SCHED_POLICY, set_sched
 from .knobs import write_knob
 
 
@@ -41,6 +42,16 @@ def _affinity(tree, records, entry):
     return {"exited_threads": gone}
 
 
+def _sched(tree, records, entry):
+    gone = []
+    for tid, (nice, policy) in entry["previous"].items():
+        try:
+            set_sched(int(tid), nice, policy if policy in SCHED_POLICY else None)
+        except ProcessLookupError:
+            gone.append(int(tid))
+    return {"exited_threads": gone}
+
+
 def _launch(tree, records, entry):
     launches = records.load(records.launch_path, {})
     if entry["previous"] is None:
@@ -50,4 +61,4 @@ def _launch(tree, records, entry):
     records.save(records.launch_path, launches)
 
 
-_UNDO = {"knob": _knob, "affinity": _affinity, "launch": _launch}
+_UNDO = {"knob": _knob, "affinity": _affinity, "sched": _sched, "launch": _launch}

@@ -19,8 +19,9 @@ def _enums(schema: dict) -> dict:
 def test_schema_lists_only_this_states_pids_nodes_and_cpus(scenario):
     s = scenario("hbm-02-matmul-vs-pointer-chase")
     kinds = _enums(advice_schema.response_schema(s.state))
-    assert set(kinds) == {"migrate_pages", "set_affinity", "set_knob"}
-    assert kinds["migrate_pages"]["pid"]["enum"] == [2210, 2230]
+    assert set(kinds) == {"migrate_pages", "set_affinity", "set_sched", "set_knob"}
+    assert kinds["migrate_pages"]["pid"]["enum"] == kinds["set_sched"]["pid"]["enum"] == [2210, 2230]
+    assert kinds["set_sched"]["policy"]["enum"] == ["normal", "batch", "idle"]
     assert kinds["migrate_pages"]["to_nodes"]["items"]["enum"] == [0, 1, 2]
     assert kinds["set_affinity"]["cpus"]["items"]["enum"] == [0, 1]
     assert list(kinds["migrate_pages"]) == ["kind", "pid", "reason", "from_nodes", "to_nodes"]

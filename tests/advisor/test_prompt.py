@@ -85,3 +85,19 @@ def test_digest_names_the_messages(scenario):
     b = prompt.build(s.topology, s.state, s.notes)
     c = prompt.build(s.topology, s.state, "other notes")
     assert a.digest == b.digest != c.digest and len(a.digest) == 64
+
+
+def test_cores_and_where_processes_run_reach_the_prompt(scenario):
+    s = scenario("hyb-01-service-on-little-core")
+    user = prompt.build(s.topology, s.state, s.notes).messages[1]["content"]
+    assert "- CPUs [0, 1]: performance cores, relative speed 1.0" in user
+    assert "- CPUs [2, 3]: efficiency cores, relative speed 0.4" in user
+    line = next(x for x in user.splitlines() if '"pid": 1410' in x)
+    assert '"cpu_percent": 35.0, "last_cpu": 2, "nice": 0, "sched_policy": "normal"' in line
+    assert "set_sched" in prompt.SYSTEM
+
+
+def test_a_state_without_cpu_use_says_nothing_about_it(scenario):
+    s = scenario("cxl-01-hot-on-expander")
+    user = prompt.build(s.topology, s.state, s.notes).messages[1]["content"]
+    assert "cpu_percent" not in user and "relative speed" not in user

@@ -155,6 +155,16 @@ def test_affinity_is_set_on_a_live_process_and_undone(child, records):
     assert sorted(os.sched_getaffinity(child)) == cpus
 
 
+def test_nice_and_class_are_set_on_every_thread_and_undone(child, records):
+    assert (os.getpriority(os.PRIO_PROCESS, child), os.sched_getscheduler(child)) == (0, os.SCHED_OTHER)
+    result = apply_document(raw({"kind": "set_sched", "pid": child, "nice": 15, "policy": "batch"}), Tree("/"), records)
+    assert result["results"][0]["status"] == "applied", result
+    assert result["results"][0]["effect"]["now"] == {"nice": 15, "policy": "batch"}
+    assert (os.getpriority(os.PRIO_PROCESS, child), os.sched_getscheduler(child)) == (15, os.SCHED_BATCH)
+    undo(Tree("/"), records)
+    assert (os.getpriority(os.PRIO_PROCESS, child), os.sched_getscheduler(child)) == (0, os.SCHED_OTHER)
+
+
 def test_the_agent_refuses_to_target_itself(records):
     result = apply_document(raw({"kind": "set_affinity", "pid": os.getpid(), "cpus": [0]}), Tree("/"), records)
     assert result["results"][0]["reason"] == f"pid {os.getpid()} is the agent itself"

@@ -33,6 +33,8 @@ GOOD = {
     "thp": doc({"kind": "set_knob", "knob": "thp_enabled", "value": "never"}),
     "weights knob": doc({"kind": "set_knob", "knob": "weighted_interleave", "value": {"1": 255}}),
     "affinity": doc({"kind": "set_affinity", "pid": 300, "cpus": [0, 1]}),
+    "nice and class": doc({"kind": "set_sched", "pid": 300, "nice": 19, "policy": "batch"}),
+    "nice only": doc({"kind": "set_sched", "pid": 300, "nice": -5}),
 }
 
 # name -> (document, phrase the guest's reason contains)
@@ -65,6 +67,9 @@ BAD = {
     "demotion as string": (doc({"kind": "set_knob", "knob": "demotion_enabled", "value": "yes"}), "true or false"),
     "thp garbage": (doc({"kind": "set_knob", "knob": "thp_enabled", "value": "sometimes"}), "thp_enabled value"),
     "no cpus": (doc({"kind": "set_affinity", "pid": 300, "cpus": []}), "cpus must be a list"),
+    "sched without change": (doc({"kind": "set_sched", "pid": 300}), "needs nice, policy or both"),
+    "nice out of range": (doc({"kind": "set_sched", "pid": 300, "nice": 20}), "nice must be an integer in -20..19"),
+    "real-time class": (doc({"kind": "set_sched", "pid": 300, "policy": "fifo"}), "policy must be one of"),
     "too many hints": (doc(*[MIGRATE] * 65), "65 hints, more than the 64 allowed"),
     "long reason": (doc({**MIGRATE, "reason": "x" * 1001}), "reason must be a string of at most 1000"),
     "not an object": ([MIGRATE], "document must be a JSON object"),

@@ -20,6 +20,7 @@ from testbed.hints import (
     SetAffinity,
     SetKnob,
     SetPolicy,
+    SetSched,
 )
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
@@ -230,16 +231,21 @@ def test_knobs_and_affinity_are_applied_then_undone(vm, workload):
         SetKnob(knob="demotion_enabled", value=True),
         SetKnob(knob="weighted_interleave", value={"0": 3, "1": 1}),
         SetAffinity(pid=workload, cpus=[1]),
+        SetSched(pid=workload, nice=10, policy="batch"),
     ]))
     assert result.all_applied, result
+    stat = vm.shell.run(f"cat /proc/{workload}/stat").stdout.rpartition(")")[2].split()
+    assert (stat[16], stat[38]) == ("10", "3")  # nice, SCHED_BATCH
     changed = knobs(vm.shell)
     assert changed.split()[:2] == ["2", "true"] and changed.split()[-2:] == ["3", "1"]
     assert vm.shell.run(f"grep Cpus_allowed_list /proc/{workload}/status").stdout.split(":")[1].lstrip("\t ") == "1\n"
     report = agent.undo(vm.shell)
-    assert [u["status"] for u in report["undone"]] == ["restored"] * 4
+    assert [u["status"] for u in report["undone"]] == ["restored"] * 5
+    stat = vm.shell.run(f"cat /proc/{workload}/stat").stdout.rpartition(")")[2].split()
+    assert (stat[16], stat[38]) == ("0", "0")
     assert knobs(vm.shell) == knobs_before
     assert "0-1" in vm.shell.run(f"grep Cpus_allowed_list /proc/{workload}/status").stdout
-    assert [e["action"] for e in agent.audit_log(vm.shell)][-4:] == ["undo"] * 4
+    assert [e["action"] for e in agent.audit_log(vm.shell)][-5:] == ["undo"] * 5
 
 
 def test_launch_policy_places_a_new_program_and_is_undone(vm):
@@ -263,6 +269,10 @@ def test_gather_with_damon_sees_processes_touching_their_memory(vm, workload):
     try:
         state = agent.gather(vm.shell, damon_seconds=2, damon_pids=[*hot, workload])
         assert state.damon is not None and state.damon.error is None, state.damon
+        for pid in hot:  # the two busy loops share CPU 1: about half a CPU each, and CPU 1 is where they ran
+            busy = state.process(pid)
+            assert busy.last_cpu == 1 and 20 <= busy.cpu_percent <= 100, busy
+        assert state.process(workload).cpu_percent < 5  # asleep
         idle = max((r.nr_accesses for r in state.damon.regions.get(str(workload)) or []), default=0)
         for pid in hot:
             regions = state.damon.regions.get(str(pid))
