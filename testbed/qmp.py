@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,15 @@ class Monitor:
     def memdevs(self) -> list[dict]:
         """The memory backends: id, size, policy, host nodes."""
         return self.command("query-memdev")
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """The guest stopped (vCPUs and its clock) inside the block, running again after it."""
+        self.command("stop")
+        try:
+            yield
+        finally:
+            self.command("cont")
 
     def quit(self) -> None:
         """Ask QEMU to exit; the connection drops as it does."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -92,3 +94,15 @@ def booted_vm(request, guest_image, accel):
     yield _boot
     for vm in vms:
         vm.shutdown()
+
+
+@pytest.fixture(scope="module")
+def run_eval(tmp_path_factory, guest_image):
+    """A function: `testbed eval MATRIX` as a real command into a fresh folder; returns (folder, stdout)."""
+    def run(name: str, timeout: float) -> tuple[Path, str]:
+        out = tmp_path_factory.mktemp("eval") / name
+        done = subprocess.run([sys.executable, "-m", "testbed.cli", "eval", name, "--out", str(out)],
+                              capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return out, done.stdout
+    return run

@@ -144,10 +144,10 @@ def _check_files(origin: str, matrix: Matrix) -> None:
             loaded = matrix.workload(ref.name)
         except datafile.DataFileError as exc:
             raise datafile.DataFileError(f"{origin}: workloads[{i}]: {ref.name!r}: {exc}") from None
-        if "oracle" in matrix.policies and loaded.hotmap_arg is None:
+        if "oracle" in matrix.policies and loaded.hotmap_arg is None and not loaded.roles:
             raise datafile.DataFileError(
-                f"{origin}: workloads[{i}]: {ref.name!r} writes no hot map, which policy 'oracle' needs "
-                "(drop 'oracle' from policies, or run this workload in a matrix of its own)")
+                f"{origin}: workloads[{i}]: {ref.name!r} writes no hot map and names no roles, one of which "
+                "policy 'oracle' needs (drop 'oracle' from policies, or run this workload in a matrix of its own)")
         for key in ref.params:
             if key not in loaded.params:
                 raise datafile.DataFileError(

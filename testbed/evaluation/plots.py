@@ -1,4 +1,4 @@
-"""PNG plots of an evaluation: throughput per policy per topology, and which node served the traffic.
+"""PNG plots of an evaluation: each figure (throughput, p99, ...) per policy per topology, and which node served the traffic.
 
 Figures are built with matplotlib's object API (no pyplot, no global
 state), so they can be inspected in tests and saved without a display.
@@ -22,14 +22,15 @@ def _ordered(values) -> list[str]:
 
 
 def throughput(rows: list[Row]) -> Figure:
-    """One panel per topology: per workload a group of bars, one per policy (median, min..max whiskers)."""
-    topologies = _ordered(r.topology for r in rows)
+    """One panel per topology and figure (ops/s, p99, ...): per workload a group of bars, one per policy
+    (median, min..max whiskers)."""
+    panels = _ordered((r.topology, r.figure) for r in rows)
     policies = _ordered(r.policy for r in rows)
-    fig = Figure(figsize=(max(6, 3 + 1.2 * len(policies)), 3.5 * len(topologies)), layout="constrained")
-    axes = fig.subplots(len(topologies), 1, squeeze=False)[:, 0]
+    fig = Figure(figsize=(max(6, 3 + 1.2 * len(policies)), 3.5 * len(panels)), layout="constrained")
+    axes = fig.subplots(len(panels), 1, squeeze=False)[:, 0]
     width = BAR_SPAN / len(policies)
-    for ax, topo in zip(axes, topologies):
-        mine = [r for r in rows if r.topology == topo]
+    for ax, (topo, figure) in zip(axes, panels):
+        mine = [r for r in rows if r.topology == topo and r.figure == figure]
         workloads = _ordered(r.workload for r in mine)
         for k, policy in enumerate(policies):
             cells = [next((r for r in mine if r.workload == w and r.policy == policy), None) for w in workloads]
@@ -40,7 +41,7 @@ def throughput(rows: list[Row]) -> Figure:
             ax.bar(xs, heights, width, yerr=[low, high], capsize=3, label=policy)
         ax.set_xticks(range(len(workloads)), workloads)
         ax.set_title(topo)
-        ax.set_ylabel(mine[0].figure if mine else "")
+        ax.set_ylabel(figure)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
@@ -81,12 +82,12 @@ def node_share(runs: list[Run]) -> Figure:
 
 
 def write(directory: Path, rows: list[Row], runs: list[Run]) -> list[Path]:
-    """Save both plots as PNG into `directory`; return their paths (the node plot only if counters exist)."""
+    """Save both plots as PNG into `directory`; return their paths (the node plot only if the counters saw traffic)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     figures = [(THROUGHPUT_PNG, throughput(rows))]
-    if any(r.counters for r in runs):
+    if any(c.misses for r in runs for c in r.counters.values()):  # paced-core machines count no memory traffic
         figures.append((NODE_SHARE_PNG, node_share(runs)))
     for name, fig in figures:
         fig.savefig(directory / name, dpi=110)

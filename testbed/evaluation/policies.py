@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Self
 
 from .. import agent
 from ..advisor import Advisor
-from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetKnob
+from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKnob
 from ..ssh import GuestShell
 from ..topology import Topology
 from . import guest_process, hotmap
@@ -45,6 +46,11 @@ class Context:
     workload: str
     repeat: int
     hotmap: str | None = None                         # the program's hot map in the guest, if it wrote one
+    roles: dict[str, list[int]] | None = None         # {"latency": pids, "batch": pids}, if the program names them
+    notes: str | None = None                          # the administrator's notes on the workload, for the advisor
+    # Stops the guest while the advisor thinks: a local model shares the host's cores with the
+    # emulator, and its thinking time is not the guest's (the guest's clock stops too).
+    paused: Callable[[], AbstractContextManager] = nullcontext
     advisor: Callable[[], Advisor] | None = None      # built on first use (may start a local server)
     exchanges: list[LlmExchange] = field(default_factory=list)
 
@@ -198,7 +204,8 @@ class Llm(Policy):
             raise PolicyError("the llm policy needs an advisor")
         state = agent.gather(ctx.shell, damon_seconds=self.damon_s,
                              damon_pids=[ctx.proc.pid] if self.damon_s else None)
-        advice = ctx.advisor().advise(ctx.topology, state)
+        with ctx.paused():
+            advice = ctx.advisor().advise(ctx.topology, state, notes=ctx.notes)
         ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
                                          model=advice.model, prompt_digest=advice.prompt_digest,
                                          answer_digest=advice.answer_digest, cached=advice.cached))
@@ -241,14 +248,27 @@ def mapping_of(maps: str, address: int) -> tuple[int, int]:
     raise PolicyError(f"address 0x{address:x} is in no mapping of the process")
 
 
+def core_placement(topology: Topology, roles: dict[str, list[int]]) -> list[SetAffinity]:
+    """Latency-critical processes on the fastest cores, batch work on the rest (all cores if they are alike)."""
+    fast = topology.fastest_cpus()
+    slow = [c for c in topology.cpu_speeds() if c not in fast] or fast
+    return ([SetAffinity(pid=pid, cpus=fast) for pid in roles["latency"]]
+            + [SetAffinity(pid=pid, cpus=slow) for pid in roles["batch"]])
+
+
 class Oracle(Policy):
-    """The program's own hot map (ground truth) moved onto the fastest node, after making room there."""
+    """Ground truth placed as it should be: the program's named latency-critical processes on the fastest
+    cores and its batch work on the others, or else its hot map moved onto the fastest node."""
 
     name = "oracle"
 
     def prepare(self, ctx: Context) -> Outcome:
+        if ctx.roles is not None:
+            hints = core_placement(ctx.topology, ctx.roles)
+            return Outcome().add(agent.apply(ctx.shell, HintDocument(source="oracle", hints=hints)))
         if ctx.hotmap is None:
-            raise PolicyError(f"workload {ctx.workload} writes no hot map, which the oracle needs")
+            raise PolicyError(f"workload {ctx.workload} writes no hot map and names no roles, one of which "
+                              "the oracle needs")
         hot = hotmap.ranges(hotmap.parse(ctx.shell.run(f"cat {ctx.hotmap}").stdout), GRANULE)
         if not hot:
             raise PolicyError(f"the hot map {ctx.hotmap} is empty")

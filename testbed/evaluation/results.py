@@ -51,6 +51,7 @@ class Run(BaseModel):
     ok: bool = True
     error: str | None = None
     primary: str = Field(default="ops_per_s", description="the headline figure's name")
+    also: list[str] = Field(default_factory=list, description="figures summarized beside the headline one")
     figures: dict[str, float] = Field(default_factory=dict)
     counters: dict[int, NodeCounters] = Field(default_factory=dict, description="per node; -1 = outside")
     slept_ns: int = 0

@@ -37,6 +37,7 @@ from ..process import Terminated
 from ..topology import Topology
 from . import guest_process, manifest, plots, policies, results, squeeze, summary
 from .matrix import Matrix, RunKey
+from .workload import roles as workload_roles
 
 LEFTOVER_STOP_S = 30
 # Every run starts from first touch alone. Debian's kernel boots with NUMA balancing in mode 1,
@@ -194,12 +195,13 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
     workload = matrix.workload(key.workload)
     policy = policies.make(key.policy, matrix.llm.every_s, matrix.llm.damon_s)
     run = results.Run(topology=key.topology, workload=key.workload, policy=key.policy, repeat=key.repeat,
-                      seed=key.seed, primary=workload.primary,
+                      seed=key.seed, primary=workload.primary, also=workload.also,
                       started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     proc = guest_process.GuestProcess(shell, f"{key.workload}-{key.policy}-{key.repeat}")
     ctx = policies.Context(shell, machine.topology, proc, fast, slow, key.workload, key.repeat,
                            hotmap=policies.HOTMAP_PATH if workload.hotmap_arg else None,
-                           advisor=evaluation.advisor, exchanges=evaluation.manifest.llm)
+                           advisor=evaluation.advisor, exchanges=evaluation.manifest.llm, notes=workload.notes,
+                           paused=machine.vm.monitor.paused)
     outcome = policies.Outcome()
     try:
         machine.set_delays(zero)  # set-up at TCG speed: only the timed phase feels the latency
@@ -207,6 +209,8 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
             command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
                                        wait=proc.gate, hotmap=ctx.hotmap)
             guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
+            if workload.roles:
+                ctx.roles = _roles(workload, proc)
         with _phase(run, "policy"):
             outcome += policy.prepare(ctx)
         machine.set_delays(delays)
@@ -226,6 +230,14 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
         with _phase(run, "reset"):
             _reset(machine, policy, ctx, zero)
     return run
+
+
+def _roles(workload, proc: guest_process.GuestProcess) -> dict[str, list[int]]:
+    named = workload_roles(proc.output())
+    if named is None:
+        raise guest_process.GuestProcessError(f"workload {workload.name} was ready without its roles line:\n"
+                                              f"{proc.output()[-1000:]}")
+    return named
 
 
 def _revisits(policy: policies.Policy, ctx: policies.Context, timeout: float) -> policies.Outcome:

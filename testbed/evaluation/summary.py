@@ -72,11 +72,11 @@ def _clear(row: Row, base: Row | None) -> str:
     return "overlap"
 
 
-def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int) -> Row:
-    values = sorted(v for v in (r.value for r in runs) if v is not None)
+def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
+    values = sorted(v for v in (r.figures.get(figure) for r in runs if r.ok) if v is not None)
     shares = [s[fast_node] for s in (r.node_share() for r in runs if r.ok) if fast_node in s]
     stats = (statistics.median(values), values[0], values[-1], *quartiles(values)) if values else (None,) * 5
-    return Row(*key, figure=runs[0].primary, runs=len(runs), failed=len(runs) - len(values),
+    return Row(*key, figure=figure, runs=len(runs), failed=len(runs) - len(values),
                median=stats[0], minimum=stats[1], maximum=stats[2], q1=stats[3], q3=stats[4], ratio=None,
                clear="", fast_share=statistics.median(shares) if shares else None)
 
@@ -84,11 +84,18 @@ def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int) -> Row:
 def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Row]:
     """Rows grouped by topology, then workload, then policy (each in order of first appearance); `fast_nodes` maps topology -> fastest node (default 0)."""
     fast_nodes = fast_nodes or {}
-    rows = [_row(key, group, fast_nodes.get(key[0], 0)) for key, group in _group(runs).items()]
-    baseline = {(r.topology, r.workload): r for r in rows if r.policy == BASELINE}
+    rows = [_row(key, group, fast_nodes.get(key[0], 0), figure) for key, group in _group(runs).items()
+            for figure in (group[0].primary, *group[0].also)]
+    # Each figure's policies together: topology, workload, figure, policy, in order of first appearance.
+    first = {}
+    for i, r in enumerate(rows):
+        first.setdefault((r.topology, r.workload), i)
+        first.setdefault((r.topology, r.workload, r.figure), i)
+    rows.sort(key=lambda r: (first[(r.topology, r.workload)], first[(r.topology, r.workload, r.figure)]))
+    baseline = {(r.topology, r.workload, r.figure): r for r in rows if r.policy == BASELINE}
     out = []
     for row in rows:
-        base = baseline.get((row.topology, row.workload))
+        base = baseline.get((row.topology, row.workload, row.figure))
         ratio = row.median / base.median if base and base.median and row.median is not None else None
         out.append(Row(**{**asdict(row), "ratio": ratio, "clear": _clear(row, base)}))
     return out
@@ -109,13 +116,14 @@ def _fmt(value: float | None, digits: int | None = None) -> str:
 def table(rows: list[Row], title: str = "evaluation summary") -> Table:
     """A rich table of the rows."""
     t = Table(title=title)
-    for name, justify in (("topology", "left"), ("workload", "left"), ("policy", "left"), ("runs", "right"),
+    for name, justify in (("topology", "left"), ("workload", "left"), ("figure", "left"), ("policy", "left"),
+                          ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right")):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
-        t.add_row(r.topology, r.workload, r.policy, runs, _fmt(r.median),
+        t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
                   r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}")
     return t

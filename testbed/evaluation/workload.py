@@ -10,7 +10,9 @@ Placeholders: every key of `params`, and the runner's own `{seed}`; the
 optional `wait_arg` and `hotmap_arg` templates take `{path}`.  A program
 given `wait_arg` prints `ready pid=N` after setting up its memory and waits
 for the file to appear before its timed phase, so the harness can advise or
-place pages between the two.
+place pages between the two.  A program whose file sets `roles` also prints,
+before that, `roles latency=PID,... batch=PID,...`: which of its processes
+answer requests and which are batch work (what the scheduling oracle places).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ RUNNER_KEYS = frozenset({"seed"})
 Param = int | float | str
 
 READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
+ROLES_RE = re.compile(r"^roles latency=(\d+(?:,\d+)*) batch=(\d+(?:,\d+)*)$", re.MULTILINE)
 
 
 class WorkloadError(ValueError):
@@ -61,6 +64,11 @@ class Workload(BaseModel):
     timeout_s: float = Field(default=1800, gt=0)
     wait_arg: str | None = Field(default=None, description="e.g. 'wait={path}'")
     hotmap_arg: str | None = Field(default=None, description="e.g. 'hotmap={path}'")
+    helpers: list[str] = Field(default_factory=list, description="more programs (C or scripts) the program runs, "
+                               "installed beside it")
+    roles: bool = Field(default=False, description="the program prints `roles latency=... batch=...` before ready")
+    notes: str | None = Field(default=None, description="the administrator's notes on this workload, for the advisor")
+    also: list[str] = Field(default_factory=list, description="figures summarized beside the primary one")
     _folder: Path = PrivateAttr(default=WORKLOAD_DIR)  # where `source` is relative to
 
     @model_validator(mode="after")
@@ -89,6 +97,9 @@ class Workload(BaseModel):
     def source_path(self) -> Path | None:
         return self._folder / self.source if self.source else None
 
+    def helper_paths(self) -> list[Path]:
+        return [self._folder / h for h in self.helpers]
+
     def guest_program(self) -> str:
         """Where the program lives in the guest."""
         return f"{GUEST_BIN}/{Path(self.source).stem}" if self.source else self.executable
@@ -96,6 +107,8 @@ class Workload(BaseModel):
     def install(self, shell: GuestShell) -> str:
         """Build (C) or copy (script) the workload's program into the guest (no-op for an image program);
         return its guest path."""
+        for helper in self.helper_paths():
+            guest_binary.install(shell, helper, f"{GUEST_BIN}/{helper.stem}")
         if self.source:
             guest_binary.install(shell, self.source_path(), self.guest_program())
         return self.guest_program()
@@ -136,8 +149,8 @@ class Workload(BaseModel):
     def digest(self) -> str:
         """Digest of the workload's definition and its program source: recorded in manifests."""
         h = hashlib.sha256(self.model_dump_json().encode())
-        if self.source:
-            h.update(self.source_path().read_bytes())
+        for path in ([self.source_path()] if self.source else []) + self.helper_paths():
+            h.update(path.read_bytes())
         return h.hexdigest()
 
 
@@ -145,6 +158,15 @@ def ready_pid(output: str) -> int | None:
     """The pid from a waiting program's `ready pid=N` line, or None before it prints it."""
     match = READY_RE.search(output)
     return int(match.group(1)) if match else None
+
+
+def roles(output: str) -> dict[str, list[int]] | None:
+    """{"latency": [pids], "batch": [pids]} from a program's `roles` line, or None before it prints one."""
+    match = ROLES_RE.search(output)
+    if not match:
+        return None
+    return {"latency": [int(p) for p in match.group(1).split(",")],
+            "batch": [int(p) for p in match.group(2).split(",")]}
 
 
 def resolve(name_or_path: str) -> Path:
@@ -166,4 +188,7 @@ def load(path: str | Path) -> Workload:
     if workload.source and not workload.source_path().is_file():
         raise datafile.DataFileError(f"{path}: source: no such file {workload.source_path()} "
                                      f"(got {workload.source!r})")
+    for i, helper in enumerate(workload.helper_paths()):
+        if not helper.is_file():
+            raise datafile.DataFileError(f"{path}: helpers[{i}]: no such file {helper} (got {workload.helpers[i]!r})")
     return workload

@@ -68,3 +68,10 @@ def test_redis_csv_from_the_real_tool(redis_port):
                                                                                       figures["get_rps"])
     assert figures["p99_ms"] == max(figures["set_p99_ms"], figures["get_p99_ms"]) > 0
     assert figures["get_p50_ms"] <= figures["get_p99_ms"] <= figures["get_max_ms"]
+
+
+def test_a_batch_job_beside_the_server_adds_its_figures():
+    figures = redis_benchmark_csv(CSV + "batch_threads=4 batch_ops=800 batch_seconds=2.000 batch_ops_per_s=400.0\n")
+    assert figures["batch_ops_per_s"] == 400 and figures["batch_threads"] == 4
+    assert figures["p99_ms"] == 1.5  # the server's figures are untouched
+    assert "batch_ops_per_s" not in redis_benchmark_csv(CSV)

@@ -78,3 +78,13 @@ def test_outcome_counts_applied_and_everything_else_as_rejected():
     assert (outcome.applied, outcome.rejected) == (2, 2)
     outcome += policies.Outcome().add(_result(accepted=False))  # a refused document with no per-hint results
     assert (outcome.applied, outcome.rejected) == (2, 3)
+
+
+def test_core_oracle_puts_latency_critical_on_the_fastest_cores_and_batch_on_the_rest(load_topology):
+    hints = policies.core_placement(load_topology("hybrid-cores"), {"latency": [10, 11], "batch": [20]})
+    assert [(h.pid, h.cpus) for h in hints] == [(10, [0, 1]), (11, [0, 1]), (20, [2, 3])]
+
+
+def test_on_uniform_cores_the_core_oracle_lets_everything_run_anywhere(load_topology):
+    hints = policies.core_placement(load_topology("dram-cxl"), {"latency": [10], "batch": [20]})
+    assert [(h.pid, h.cpus) for h in hints] == [(10, [0, 1]), (20, [0, 1])]

@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from testbed.evaluation import summary
+from testbed.evaluation.results import Run
 
 from .conftest import make_run
 
@@ -81,3 +82,15 @@ def test_write_prints_and_saves_the_table(tmp_path):
     oracle = next(p for p in parsed if p["policy"] == "oracle" and p["workload"] == "skewed-read")
     assert float(oracle["median"]) == 210 and float(oracle["ratio"]) == pytest.approx(210 / 110)
     assert next(p for p in parsed if p["policy"] == "llm")["fast_share"] == ""
+
+
+def test_figures_beside_the_headline_get_rows_of_their_own():
+    out = []
+    for policy, p99, batch in (("default", 40.0, 100.0), ("oracle", 20.0, 60.0)):
+        out.append(Run(topology="hybrid-cores", workload="mixed", policy=policy, repeat=0, seed=1, primary="p99_ms",
+                       also=["batch_ops_per_s"], figures={"p99_ms": p99, "batch_ops_per_s": batch}))
+    rows = summary.summarize(out)
+    assert [(r.figure, r.policy) for r in rows] == [("p99_ms", "default"), ("p99_ms", "oracle"),
+                                                    ("batch_ops_per_s", "default"), ("batch_ops_per_s", "oracle")]
+    assert [r.ratio for r in rows] == [1.0, 0.5, 1.0, 0.6]
+    assert [r.clear for r in rows] == ["", "below", "", "below"]

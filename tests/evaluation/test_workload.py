@@ -205,3 +205,17 @@ def test_wait_gate_holds_the_timed_phase_until_the_file_appears(program, tmp_pat
 def test_bad_arguments_exit_2_with_a_message(program, args, message):
     result = subprocess.run([str(program), *args], capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_the_roles_line_names_latency_critical_and_batch_pids():
+    output = "roles latency=311,305 batch=320\nready pid=311\n"
+    assert workload.roles(output) == {"latency": [311, 305], "batch": [320]}
+    assert workload.roles("ready pid=311\n") is None
+    assert workload.roles("roles latency= batch=3\n") is None
+
+
+def test_mixed_installs_its_batch_helper_and_names_roles():
+    w = workload.load(workload.resolve("mixed"))
+    assert w.roles and [p.name for p in w.helper_paths()] == ["cpu_batch.c"]
+    assert w.primary == "p99_ms" and not w.higher_is_better and "batch_ops_per_s" in w.also
+    assert "batch_threads=4" in w.argv(seed=1)

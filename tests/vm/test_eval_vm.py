@@ -30,12 +30,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, guest_image):
-    out = tmp_path_factory.mktemp("eval") / "tiny"
-    done = subprocess.run([*TESTBED, "eval", "tiny", "--out", str(out)], capture_output=True, text=True,
-                          timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return out, done.stdout
+def tiny(run_eval):
+    return run_eval("tiny", timeout=900)
 
 
 def test_every_file_is_written_and_every_run_is_there(tiny):

@@ -4,16 +4,20 @@
 # over the whole keyspace, uniformly) with --csv output for the harness's adapter.
 # Arguments are key=value, as for the C workloads (port: the server's, on 127.0.0.1); with wait=PATH it prints
 # `ready pid=<redis-server's pid>` once loaded and waits for PATH before the timed phase.
+# With batch_threads=N it also runs cpu_batch (a CPU-bound batch job) beside the server from the
+# start, prints `roles latency=<server>,<this script> batch=<cpu_batch>` (redis-benchmark, started
+# later by this script, inherits its CPUs), and adds the batch job's throughput in the timed phase.
 set -eu
-keys=100000 value_bytes=4096 requests=50000 clients=8 port=6399 wait=
+keys=100000 value_bytes=4096 requests=50000 clients=8 port=6399 batch_threads=0 wait=
 for arg in "$@"; do
     case $arg in
-    keys=* | value_bytes=* | requests=* | clients=* | port=*)
+    keys=* | value_bytes=* | requests=* | clients=* | port=* | batch_threads=*)
         value=${arg#*=}
         case $value in '' | *[!0-9]*) echo "redis_load: $arg: not a whole number" >&2; exit 2 ;; esac
         eval "${arg%%=*}=\$value" ;;
     wait=*) wait=${arg#wait=} ;;
-    *) echo "redis_load: unknown argument $arg (keys= value_bytes= requests= clients= port= wait=)" >&2; exit 2 ;;
+    *) echo "redis_load: unknown argument $arg (keys= value_bytes= requests= clients= port= batch_threads= wait=)" >&2
+       exit 2 ;;
     esac
 done
 
@@ -22,7 +26,8 @@ dir=$(mktemp -d /tmp/redis-load.XXXXXX)
 redis-server --bind 127.0.0.1 --port "$port" --protected-mode yes --save '' --appendonly no \
     --dir "$dir" --logfile "$dir/log" &
 server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$dir"' EXIT
+batch=
+trap 'kill $server $batch 2>/dev/null; wait $server $batch 2>/dev/null; rm -rf "$dir"' EXIT
 trap 'exit 143' INT TERM
 
 tries=0
@@ -46,8 +51,19 @@ if [ "$loaded" != "$keys" ]; then
     exit 1
 fi
 
+if [ "$batch_threads" -gt 0 ]; then
+    cpu_batch "$batch_threads" &
+    batch=$!
+    echo "roles latency=$server,$$ batch=$batch"
+fi
 if [ -n "$wait" ]; then
     echo "ready pid=$server"
     while [ ! -e "$wait" ]; do sleep 0.05; done
 fi
+[ -z "$batch" ] || kill -USR1 "$batch"
 redis-benchmark -p "$port" -t set,get -n "$requests" -c "$clients" -r "$keys" -d "$value_bytes" --csv
+if [ -n "$batch" ]; then
+    kill -USR2 "$batch"
+    wait "$batch"
+    batch=
+fi
