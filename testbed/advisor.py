@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Self
 
 from . import advice_schema, llm_client, llm_server, prompt
 from .advice_schema import Dropped
+from .files import write_atomic
 from .hints import HintDocument
 from .image import cache_root
 from .llm_client import ChatClient, Endpoint
@@ -73,11 +73,7 @@ class AnswerCache:
         return entry if isinstance(entry, dict) and isinstance(entry.get("text"), str) else None
 
     def put(self, key: str, entry: dict) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.write_text(json.dumps(entry, indent=1, sort_keys=True))
-        tmp.replace(path)
+        write_atomic(self._path(key), json.dumps(entry, indent=1, sort_keys=True))
 
 
 def text_digest(text: str) -> str:

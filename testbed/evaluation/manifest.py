@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import topology as _topology
+from ..files import write_atomic
 from ..image import GuestImage
 from ..latency import build as _plugin_build
 from . import datafile
@@ -130,10 +131,7 @@ def write(path: Path, manifest: Manifest) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / NAME
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, manifest.model_dump_json(indent=2) + "\n")
 
 
 def read(path: Path) -> Manifest:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..files import write_atomic
 from ..latency.control import Counters
 
 SCHEMA_VERSION = 1
@@ -143,18 +143,12 @@ def from_csv(text: str) -> list[Run]:
 # ---- files ----------------------------------------------------------------
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write(directory: Path, runs: list[Run]) -> None:
     """Write results.json and results.csv into `directory` (created if missing)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / JSON_NAME, Results(runs=runs).model_dump_json(indent=2) + "\n")
-    _atomic_write(directory / CSV_NAME, to_csv(runs))
+    write_atomic(directory / JSON_NAME, Results(runs=runs).model_dump_json(indent=2) + "\n")
+    write_atomic(directory / CSV_NAME, to_csv(runs))
 
 
 def read(path: Path) -> list[Run]:

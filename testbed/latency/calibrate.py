@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..files import write_atomic
 from ..image import cache_root
 from ..topology import Topology
 from . import build
@@ -110,12 +110,8 @@ def load(cal_key: str) -> Calibration | None:
 
 
 def save(cal: Calibration) -> Path:
-    path = _path(cal.key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(asdict(cal), indent=2) + "\n")
-    tmp.replace(path)  # atomic: a concurrent run reads the old or the new calibration, never half
-    return path
+    # atomic: a concurrent run reads the old or the new calibration, never half
+    return write_atomic(_path(cal.key), json.dumps(asdict(cal), indent=2) + "\n")
 
 
 def median_probe(machine: EmulatedMachine, mode: str, node: int, repeats: int = REPEATS) -> float:

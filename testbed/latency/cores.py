@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import statistics
 from pathlib import Path
 
+from ..files import write_atomic
 from ..image import cache_root
 from . import calibrate
 from .emulated import EmulatedMachine
@@ -77,8 +77,5 @@ def ensure(machine: EmulatedMachine, force: bool = False) -> dict[int, int]:
         machine.set_paces(pace)
         return pace
     pace = fit(machine)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({str(c): p for c, p in pace.items()}) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps({str(c): p for c, p in pace.items()}) + "\n")
     return pace
