@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "delay_ns")
@@ -29,6 +29,7 @@ class Counters:
     slept_ns: int
     sleeps: int = 0
     credited_ns: int = 0  # host CPU waits credited against the owed delay instead of slept
+    pace: dict[int, dict[str, int]] = field(default_factory=dict)  # per vCPU that ran, on a paced machine
 
     @classmethod
     def parse(cls, text: str) -> Counters:
@@ -39,6 +40,7 @@ class Counters:
             slept_ns=data["slept_ns"],
             sleeps=data.get("sleeps", 0),
             credited_ns=data.get("credited_ns", 0),
+            pace={p["vcpu"]: {k: v for k, v in p.items() if k != "vcpu"} for p in data.get("pace", [])},
         )
 
     def to_json(self) -> dict:
@@ -92,10 +94,6 @@ class Control:
 
     def read(self) -> Counters:
         return Counters.parse(self.request("read"))
-
-    def read_pace(self) -> list[dict]:
-        """Per vCPU that ran: its pace (permille), instructions, CPU time run and sleep owed to pacing."""
-        return json.loads(self.request("read")).get("pace", [])
 
     def reset(self) -> None:
         self.request("reset")
