@@ -117,8 +117,12 @@ def cpu_ticks(tree, pid):
     return stat["utime"] + stat["stime"]
 
 
-def gather_process(tree, pid, clk_tck):
-    """One user process as a dict, or None for kernel threads and processes that vanished."""
+def gather_process(tree, pid, clk_tck, since=None):
+    """One user process as a dict, or None for kernel threads and processes that vanished.
+
+    With `since` = (CPU ticks, monotonic time) read earlier, `cpu_percent` is its CPU use
+    (percent of one CPU) from then to now; otherwise None.
+    """
     stat_text = tree.read("proc", str(pid), "stat")
     if stat_text is None:
         return None
@@ -145,10 +149,18 @@ def gather_process(tree, pid, clk_tck):
         "cpus_allowed": parse_cpulist(status.get("Cpus_allowed_list", "")),
         "mems_allowed": parse_cpulist(status.get("Mems_allowed_list", "")),
         "cpu_seconds": round((stat["utime"] + stat["stime"]) / clk_tck, 2),
+        "cpu_percent": _cpu_percent(stat["utime"] + stat["stime"], clk_tck, since),
         "last_cpu": stat["processor"],
         "nice": stat["nice"],
         "sched_policy": SCHED_POLICIES.get(stat["policy"], str(stat["policy"])),
     }
+
+
+def _cpu_percent(ticks, clk_tck, since):
+    if since is None or since[0] is None:
+        return None
+    elapsed = time.monotonic() - since[1]
+    return round(100 * (ticks - since[0]) / clk_tck / elapsed, 1) if elapsed > 0 else None
 
 
 def _kib(text):
@@ -180,17 +192,13 @@ def gather_processes(tree, skip_pids=(), cpu_sample_s=CPU_SAMPLE_S):
     one CPU) over the last `cpu_sample_s` seconds."""
     clk_tck = os.sysconf("SC_CLK_TCK")
     listed = [pid for pid in pids(tree) if pid not in skip_pids]
-    before = {pid: cpu_ticks(tree, pid) for pid in listed}
     started = time.monotonic()
+    before = {pid: cpu_ticks(tree, pid) for pid in listed}
     if cpu_sample_s:
         time.sleep(cpu_sample_s)
     out = []
     for pid in listed:
-        proc = gather_process(tree, pid, clk_tck)
-        if proc is None:
-            continue
-        elapsed = time.monotonic() - started
-        ticks = round(proc["cpu_seconds"] * clk_tck) - (before.get(pid) or 0)
-        proc["cpu_percent"] = round(100 * ticks / clk_tck / elapsed, 1) if before.get(pid) is not None and elapsed > 0 else None
-        out.append(proc)
+        proc = gather_process(tree, pid, clk_tck, since=(before[pid], started))
+        if proc is not None:
+            out.append(proc)
     return out
