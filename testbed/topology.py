@@ -233,7 +233,8 @@ class Topology(_Strict):
 
     def fastest_cpus(self) -> list[int]:
         speeds = self.cpu_speeds()
-        return [c for c, s in speeds.items() if s == max(speeds.values())]
+        top = max(speeds.values())
+        return [c for c, s in speeds.items() if s == top]
 
     @property
     def ram_nodes(self) -> list[Node]:

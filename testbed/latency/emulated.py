@@ -68,6 +68,11 @@ def speed_args(topology: Topology) -> list[str]:
                        for cpu, speed in topology.cpu_speeds().items() if speed < 1)]
 
 
+def _ns_per_op(line: str) -> float:
+    """The ns_per_op figure of one latency_probe line (`mode=chase ns_per_op=123.4 ops=...`)."""
+    return float(dict(kv.split("=", 1) for kv in line.split())["ns_per_op"])
+
+
 class EmulatedMachine:
     """Context manager: a booted, checked guest with the plugin and its control connection."""
 
@@ -121,8 +126,7 @@ class EmulatedMachine:
         cpu_node = next(n.id for n in self.topology.nodes if n.cpus)
         out = self.vm.shell.run(f"numactl --membind={node} --cpunodebind={cpu_node} "
                                 f"{GUEST_PROBE} {mode} {size_mib} {passes}", timeout=600).stdout
-        fields = dict(kv.split("=", 1) for kv in out.split())
-        return float(fields["ns_per_op"])
+        return _ns_per_op(out)
 
     def set_paces(self, pace: dict[int, int]) -> None:
         """Run each vCPU in `pace` at that many thousandths of the emulator's speed."""
@@ -140,8 +144,7 @@ class EmulatedMachine:
                           for cpu, m in millions.items())
         self.vm.shell.run(f"{starts} wait", timeout=600)
         out = self.vm.shell.run(" ".join(["cat", *(f"/tmp/spin.{int(cpu)}" for cpu in millions)])).stdout
-        figures = [dict(kv.split("=", 1) for kv in line.split()) for line in out.splitlines()]
-        return {cpu: float(f["ns_per_op"]) for cpu, f in zip(millions, figures, strict=True)}
+        return {cpu: _ns_per_op(line) for cpu, line in zip(millions, out.splitlines(), strict=True)}
 
     def close(self) -> None:
         if self.control is not None:
