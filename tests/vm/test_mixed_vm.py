@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+
 import pytest
 
 from testbed.evaluation import results
