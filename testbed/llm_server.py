@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .image import cache_root
+from .ports import free_port
 from .process import child_dies_with_parent
 
 LOCAL_MODEL = "gemma3-270m-q4_k_m"
@@ -72,13 +72,6 @@ def _check_server_installed() -> None:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
         raise LocalServerError("llama-cpp-python's server is not installed: pip install 'llamas-testbed[local-llm]' "
                                "(or point at another endpoint with --endpoint URL)")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_argv(model: Path, port: int, alias: str = LOCAL_MODEL) -> list[str]:

@@ -10,7 +10,6 @@ it, whatever happens in between.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from uuid import uuid4
 
 from . import cxl
 from .image import GuestImage
+from .ports import free_port
 from .process import child_dies_with_parent
 from .qemu_argv import Accel, BootSpec, build_argv
 from .qmp import Monitor, MonitorError
@@ -33,13 +33,6 @@ PANIC = "Kernel panic - not syncing"  # also on the "---[ end Kernel panic" line
 
 class BootError(RuntimeError):
     """The guest did not come up; the message carries the serial log's tail."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class VM:

@@ -30,7 +30,7 @@ from rich.progress import (
 from .. import agent
 from ..advisor import Advisor, AnswerCache
 from ..image import GuestImage
-from ..latency import calibrate, cores
+from ..latency import calibrate, cores, trim
 from ..latency.emulated import Delays, EmulatedMachine
 from ..llm_client import Endpoint
 from ..process import Terminated
@@ -107,12 +107,13 @@ def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> Delays:
     if evaluation.matrix.latency != "emulated":
         return {n.id: (0, 0) for n in topo.nodes}
     cal = calibrate.ensure(machine)
-    delays = cal.delays(calibrate.targets(topo))
+    targets = calibrate.targets(topo)
+    trimmed = trim.ensure(machine, cal, targets)
     evaluation.manifest.plugin[topo.name] = {
         "cache": asdict(machine.cache), "calibration": asdict(cal),
-        "targets_ns": {str(n): list(t) for n, t in calibrate.targets(topo).items()},
-        "delays_ns": {str(n): list(d) for n, d in delays.items()}}
-    return delays
+        "targets_ns": {str(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
+        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}}
+    return trimmed.delays
 
 
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:

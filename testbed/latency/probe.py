@@ -1,8 +1,8 @@
 """`testbed probe-latency TOPOLOGY [--json]`: does each node feel as slow as the topology says?
 
 Boots the topology in emulated mode (TCG, one thread, latency plugin),
-calibrates once per host and image (cached), then runs a pointer chase and a
-store loop bound to each node (numactl --membind=N --cpunodebind=<CPU node>)
+calibrates once per host and image and trims the delays once per topology
+(both cached), then runs a pointer chase and a store loop bound to each node (numactl --membind=N --cpunodebind=<CPU node>)
 and reports per node the target and measured read and write latencies and
 the largest error of the slow/fast ratios.  Measured figures are what the
 guest feels, k times the target (k absorbs TCG's own cost); ratios are the
@@ -21,7 +21,7 @@ from rich.table import Table
 
 from .. import host, image
 from ..topology import Topology, load, resolve
-from . import calibrate
+from . import calibrate, trim
 from .control import Counters
 from .emulated import CacheModel, EmulatedMachine
 
@@ -96,16 +96,18 @@ def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int
     try:
         with console.status("calibrating against TCG's own speed (once per host and image)"):
             cal = calibrate.ensure(machine, force=recalibrate)
-        machine.set_delays(cal.delays(targets))
+        with console.status("trimming the delays against what each node feels (once per topology)"):
+            trimmed = trim.ensure(machine, cal, targets, force=recalibrate)
         with console.status(f"probing {len(targets)} nodes ({repeats} runs each)"):
             result = measure_nodes(machine, targets, repeats)
     finally:
         machine.close()
-    _print(result, cal, json_output, console)
+    _print(result, cal, trimmed, json_output, console)
     return result
 
 
-def _print(result: ProbeResult, cal: calibrate.Calibration, json_output: bool, console: Console) -> None:
+def _print(result: ProbeResult, cal: calibrate.Calibration, trimmed: trim.Trim, json_output: bool,
+           console: Console) -> None:
     if json_output:
         print(json.dumps(result.to_json(), indent=2))
         return
@@ -124,6 +126,7 @@ def _print(result: ProbeResult, cal: calibrate.Calibration, json_output: bool, c
                       f"{n.measured_write_ns:.1f}", *cells)
     out = Console(width=max(Console().width, 110))
     out.print(table)
+    out.print(f"delays trimmed in {trimmed.rounds} round(s) to within {trimmed.error * 100:.1f} % of k x target")
     out.print(f"largest ratio error: {result.ratio_error_max * 100:.1f} %")
 
 

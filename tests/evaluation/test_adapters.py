@@ -15,7 +15,7 @@ from testbed.evaluation.adapters import (
     keyvalue,
     redis_benchmark_csv,
 )
-from testbed.vm import free_port
+from testbed.ports import free_port
 
 CSV = '''"test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
 "SET","100.00","0.5","0.1","0.4","0.8","1.5","4.0"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from testbed.evaluation import workload
-from testbed.vm import free_port
+from testbed.ports import free_port
 
 SMALL = {"keys": 2000, "value_bytes": 1024, "requests": 2000, "clients": 4}
 

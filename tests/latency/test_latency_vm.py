@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.latency import calibrate
+from testbed.latency import calibrate, trim
 from testbed.latency.emulated import EmulatedMachine
 from testbed.latency.probe import measure_nodes
 from testbed.topology import load, resolve
@@ -22,8 +22,7 @@ def nvm_machine(guest_image):
     """dram-nvm booted with the plugin and calibrated delays; shut down after the module."""
     topo = load(resolve("dram-nvm"))
     with EmulatedMachine(topo, guest_image) as machine:
-        cal = calibrate.ensure(machine)
-        machine.set_delays(cal.delays(calibrate.targets(topo)))
+        trim.ensure(machine, calibrate.ensure(machine), calibrate.targets(topo))
         yield machine
 
 

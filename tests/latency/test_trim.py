@@ -1,0 +1,85 @@
+"""Trim math: secant steps that bring each node to k times its target, and the per-calibration cache."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.latency import calibrate, trim
+from testbed.latency.calibrate import Calibration
+
+CAL = Calibration(base_read_ns=300, base_write_ns=320, slope_read=1.08, slope_write=1.06, key="k")
+
+
+def bent(delays, bend=0.3, knee=2000):
+    """A host whose response steepens by `bend` beyond `knee` ns: the line's prediction is wrong out there."""
+    def one(base, slope, d):
+        return base + slope * d + bend * slope * max(0, d - knee)
+    return {n: (one(CAL.base_read_ns, CAL.slope_read, r), one(CAL.base_write_ns, CAL.slope_write, w))
+            for n, (r, w) in delays.items()}
+
+
+@pytest.fixture
+def nvm_targets(load_topology):
+    return calibrate.targets(load_topology("dram-nvm"))
+
+
+def test_the_calibrated_line_is_already_trimmed_on_a_straight_host(nvm_targets):
+    delays = CAL.delays(nvm_targets)
+    straight = bent(delays, bend=0.0)
+    assert trim.error(CAL, nvm_targets, straight) < 5e-3
+    assert trim.correct(CAL, nvm_targets, delays, straight) == delays
+
+
+def test_secant_steps_converge_on_a_host_that_bends(nvm_targets):
+    delays = CAL.delays(nvm_targets)
+    errors = [trim.error(CAL, nvm_targets, bent(delays))]
+    for _ in range(trim.ROUNDS):
+        delays = trim.correct(CAL, nvm_targets, delays, bent(delays))
+        errors.append(trim.error(CAL, nvm_targets, bent(delays)))
+    assert errors[0] > 0.2                         # the NVM writes sit far past the knee
+    assert errors == sorted(errors, reverse=True)  # each step closes the gap
+    assert errors[-1] < trim.TOLERANCE
+    felt = bent(delays)
+    assert felt[1][1] / felt[0][1] == pytest.approx(900 / 100, rel=trim.TOLERANCE)
+
+
+def test_a_node_that_feels_too_much_at_its_delay_gets_no_negative_delay(nvm_targets):
+    delays = {0: (10, 10), 1: (10, 10)}
+    felt = {0: (5000.0, 5000.0), 1: (9e5, 9e5)}
+    assert all(d >= 0 for pair in trim.correct(CAL, nvm_targets, delays, felt).values() for d in pair)
+
+
+def test_trims_are_cached_per_calibration_figures_and_targets(tmp_path, monkeypatch, nvm_targets):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    recalibrated = Calibration(310, 320, 1.08, 1.06, "k")  # same key, new figures
+    assert trim._path(CAL, nvm_targets).is_relative_to(tmp_path)
+    assert trim._path(CAL, nvm_targets) != trim._path(recalibrated, nvm_targets)
+    assert trim._path(CAL, nvm_targets) != trim._path(CAL, {0: (100, 100), 1: (305, 305)})
+
+
+def test_a_trim_survives_its_json():
+    t = trim.Trim({0: (500, 510), 1: (2100, 6400)}, {0: (812.5, 820.0), 1: (2480.0, 7300.5)}, 0.0123, 2)
+    assert trim.Trim.from_json(t.to_json()) == t
+
+
+class Host:
+    """The two calls trim.fit makes of a machine, answered from the bent response."""
+
+    def __init__(self, bend: float):
+        self.bend, self.delays, self.probes = bend, {}, 0
+
+    def set_delays(self, delays):
+        self.delays = dict(delays)
+
+    def run_probe(self, mode, node):
+        self.probes += 1
+        return bent(self.delays, self.bend)[node][0 if mode == "chase" else 1]
+
+
+@pytest.mark.parametrize("bend, rounds", [(0.0, 1), (0.3, 3)])
+def test_fit_stops_once_every_node_is_within_tolerance(nvm_targets, bend, rounds):
+    host = Host(bend)
+    result = trim.fit(host, CAL, nvm_targets)
+    assert result.rounds == rounds and result.error <= trim.TOLERANCE
+    assert host.probes == rounds * len(nvm_targets) * 2 * calibrate.REPEATS
+    assert result.felt == bent(result.delays, bend)
