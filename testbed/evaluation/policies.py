@@ -19,6 +19,7 @@ from typing import Self
 from .. import agent
 from ..advisor import Advisor
 from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKnob
+from ..llm_client import LLMAnswerError
 from ..ssh import GuestShell
 from ..topology import Topology
 from . import guest_process, hotmap
@@ -28,6 +29,7 @@ HOTMAP_PATH = "/tmp/llamas-hot.txt"
 GRANULE = 4096          # the skewed kernel's hot-map granule (one page)
 ROOM_MARGIN = 96 << 20  # cold bytes moved off the fast node beyond the hot set's size (its free-page reserve)
 DAMON_ADMIN = "/sys/kernel/mm/damon/admin/kdamonds"
+ADVICE_ERROR_CHARS = 2000
 
 
 class PolicyError(RuntimeError):
@@ -61,6 +63,7 @@ class Outcome:
 
     applied: int = 0
     rejected: int = 0
+    advice_error: str | None = None  # the advisor answered nothing usable; nothing was applied
 
     def add(self, result: agent.ApplyResult) -> Outcome:
         """Count one agent answer; a refused document counts every hint as rejected."""
@@ -76,6 +79,7 @@ class Outcome:
     def __iadd__(self, other: Outcome) -> Self:
         self.applied += other.applied
         self.rejected += other.rejected
+        self.advice_error = other.advice_error or self.advice_error
         return self
 
 
@@ -204,8 +208,13 @@ class Llm(Policy):
             raise PolicyError("the llm policy needs an advisor")
         state = agent.gather(ctx.shell, damon_seconds=self.damon_s,
                              damon_pids=[ctx.proc.pid] if self.damon_s else None)
-        with ctx.paused():
-            advice = ctx.advisor().advise(ctx.topology, state, notes=ctx.notes)
+        try:
+            with ctx.paused():
+                advice = ctx.advisor().advise(ctx.topology, state, notes=ctx.notes)
+        except LLMAnswerError as exc:
+            # Nonsense even after the repair round: the agent in service would apply nothing and
+            # leave the machine as it is, so the run goes on and measures exactly that.
+            return Outcome(rejected=1, advice_error=str(exc)[:ADVICE_ERROR_CHARS])
         ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
                                          model=advice.model, prompt_digest=advice.prompt_digest,
                                          answer_digest=advice.answer_digest, cached=advice.cached))

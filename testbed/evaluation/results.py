@@ -23,7 +23,7 @@ from ..latency.control import Counters
 SCHEMA_VERSION = 1
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "primary",
-                 "hints_applied", "hints_rejected", "slept_ns", "started_at")
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at")
 
 
 class NodeCounters(BaseModel):
@@ -57,6 +57,8 @@ class Run(BaseModel):
     slept_ns: int = 0
     hints_applied: int = 0
     hints_rejected: int = 0
+    advice_error: str | None = Field(default=None, description="the advisor gave no usable answer, so the run "
+                                     "went on with nothing applied; why")
     durations: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     started_at: str = ""
 

@@ -174,7 +174,8 @@ def _say(console: Console, run: results.Run) -> None:
     if run.ok:
         console.print(f"  {run.topology} {run.workload} {run.policy} #{run.repeat}: {run.primary}="
                       f"{run.value:,.0f} hints={run.hints_applied}/{run.hints_applied + run.hints_rejected} "
-                      f"node share={ {n: round(v, 3) for n, v in share.items()} }", highlight=False)
+                      f"node share={ {n: round(v, 3) for n, v in share.items()} }"
+                      f"{' (no usable advice: nothing applied)' if run.advice_error else ''}", highlight=False)
     else:
         console.print(f"  [red]{run.topology} {run.workload} {run.policy} #{run.repeat} failed:[/red] "
                       f"{(run.error or '').splitlines()[0][:200]}", highlight=False)
@@ -228,6 +229,7 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
         run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
     finally:
         run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
+        run.advice_error = outcome.advice_error
         with _phase(run, "reset"):
             _reset(machine, policy, ctx, zero)
     return run

@@ -33,7 +33,8 @@ def sample_runs() -> list[Run]:
     ok = make_run(misses={0: 300, 1: 100}, hints_applied=3, hints_rejected=1,
                   durations={"workload": 12.5, "advise": 0.25}, started_at="2026-11-25T11:00:00+00:00")
     ok.set_counters(Counters.parse(PLUGIN_ANSWER))
-    odd = make_run(policy="llm", repeat=1, value=123.456789012345, misses={0: 1, 1: 2, 2: 3})
+    odd = make_run(policy="llm", repeat=1, value=123.456789012345, misses={0: 1, 1: 2, 2: 3}, hints_rejected=1,
+                   advice_error='no valid answer: "to_nodes", duplicates\nafter repair: the same')
     failed = make_run(policy="oracle", value=None, ok=False, error='boot failed: "x", y\nsecond line')
     return [ok, odd, failed]
 

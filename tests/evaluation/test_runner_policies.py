@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
+from testbed import agent
 from testbed.agent import ApplyResult, HintResult
 from testbed.evaluation import matrix, policies
 from testbed.hints import MAX_RANGE_BYTES
+from testbed.llm_client import LLMAnswerError
 
 MIB = 1 << 20
 BUF = 0x7F0000000000
@@ -88,3 +92,34 @@ def test_core_oracle_puts_latency_critical_on_the_fastest_cores_and_batch_on_the
 def test_on_uniform_cores_the_core_oracle_lets_everything_run_anywhere(load_topology):
     hints = policies.core_placement(load_topology("dram-cxl"), {"latency": [10], "batch": [20]})
     assert [(h.pid, h.cpus) for h in hints] == [(10, [0, 1]), (20, [0, 1])]
+
+
+class _Nonsense:
+    """An advisor whose model gave no valid answer even after the repair round."""
+
+    def advise(self, topology, state, notes=None):
+        raise LLMAnswerError("model m gave no valid answer after one repair round: to_nodes has duplicates")
+
+
+def test_llm_policy_with_no_usable_advice_applies_nothing_and_says_why(monkeypatch, load_topology):
+    gathered, pauses = [], []
+    monkeypatch.setattr(agent, "gather", lambda shell, **kw: gathered.append(shell) or "state")
+    monkeypatch.setattr(agent, "apply", lambda *a, **kw: pytest.fail("nothing may be applied"))
+
+    @contextlib.contextmanager
+    def paused():
+        pauses.append("stop")
+        try:
+            yield
+        finally:
+            pauses.append("cont")
+
+    ctx = policies.Context(shell="shell", topology=load_topology("dram-nvm"), proc=None, fast_node=0, slow_node=1,
+                           workload="w", repeat=0, paused=paused, advisor=_Nonsense)
+    outcome = policies.make("llm").prepare(ctx)
+    assert (outcome.applied, outcome.rejected) == (0, 1)
+    assert "to_nodes has duplicates" in outcome.advice_error
+    assert gathered == ["shell"] and pauses == ["stop", "cont"]  # the guest runs again after the failed advice
+    total = policies.Outcome(applied=2)
+    total += outcome
+    assert (total.applied, total.rejected, total.advice_error) == (2, 1, outcome.advice_error)
