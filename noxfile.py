@@ -72,7 +72,7 @@ def exam(session: nox.Session) -> None:
 
 @nox.session(name="eval")
 def evaluation(session: nox.Session) -> None:
-    """The default evaluation matrix (11-30 min on a 2-core host), then its table. Else: -- MATRIX --out DIR."""
+    """The default evaluation matrix (12-30 min on a 2-core host), then its table. Else: -- MATRIX --out DIR."""
     _install(session, "[local-llm]")
     session.run("testbed", "eval", *(session.posargs or ["default", "--out", "results/eval-default"]))
 

@@ -216,6 +216,10 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
         with _phase(run, "policy"):
             outcome += policy.prepare(ctx)
         machine.set_delays(delays)
+        # Every timed phase starts from an empty cache model: one that followed set-up straight
+        # away would still hold the lines set-up wrote last (dram-nvm's hot tail), and would start
+        # warmer than one after a policy that ran guest work (the agent's gather) in between.
+        machine.control.flush()
         machine.control.reset()
         with _phase(run, "timed"):
             guest_process.release(proc)

@@ -98,6 +98,10 @@ class Control:
     def reset(self) -> None:
         self.request("reset")
 
+    def flush(self) -> None:
+        """Empty the cache model (taken at the guest's next memory access), so a run starts cold."""
+        self.request("flush")
+
     def set_delay(self, node: int, read_ns: int, write_ns: int) -> None:
         self.request(f"delay {node} {int(read_ns)} {int(write_ns)}")
 

@@ -40,6 +40,7 @@
  * Control protocol, one line per request, one line per answer:
  *   read                  -> JSON counters since the last reset
  *   reset                 -> ok
+ *   flush                 -> ok  (empty the cache model before the next access)
  *   delay NODE READ WRITE -> ok  (change a node's delays while running)
  *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
  *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
@@ -172,10 +173,19 @@ static inline int classify(uint64_t pa)
 }
 
 /* True on a hit. LRU by keeping each set's ways in recency order. */
+/* Set by the control thread, acted on by the one thread that emulates memory
+ * (thread=single), so the cache model never has two writers. */
+static bool flush_requested;
+
 static inline bool cache_access(uint64_t pa)
 {
     static uint64_t last_line;
     uint64_t line = (pa >> line_shift) + 1;
+    if (__atomic_load_n(&flush_requested, __ATOMIC_ACQUIRE)) {
+        memset(tags, 0, n_sets * ways * sizeof(*tags));
+        last_line = 0;
+        __atomic_store_n(&flush_requested, false, __ATOMIC_RELEASE);
+    }
     if (line == last_line) {
         return true; /* already most recent in its set: nothing to update (stack, sequential words) */
     }
@@ -489,6 +499,10 @@ static size_t answer(const char *request, char *out, size_t size)
             pace_base[v].ran_ns = pace[v].ran_ns;
             pace_base[v].slept_ns = pace[v].slept_ns;
         }
+        return snprintf(out, size, "ok\n");
+    }
+    if (strncmp(request, "flush", 5) == 0) {
+        __atomic_store_n(&flush_requested, true, __ATOMIC_RELEASE);
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "delay %d %" SCNu64 " %" SCNu64, &node, &a, &b) == 3 && set_delay(node, a, b)) {

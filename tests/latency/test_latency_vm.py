@@ -54,3 +54,23 @@ def test_counters_attribute_a_node_bound_loop_to_its_node(nvm_machine, mode, mis
         read_ns, write_ns = nvm_machine.delays[node]
         assert bound["delay_ns"] == bound["read_misses"] * read_ns + bound["write_misses"] * write_ns
         assert sum(v["misses"] for v in counters.vcpus.values()) == sum(n["misses"] for n in counters.nodes.values())
+
+
+def test_flush_empties_the_cache_model(nvm_machine):
+    """Reading the same 4 MiB of page cache twice: the second read hits, unless the cache model was flushed."""
+    shell, control = nvm_machine.vm.shell, nvm_machine.control
+    shell.run("head -c 4M /dev/urandom > /dev/shm/flush-test")
+
+    def read_misses() -> int:
+        control.reset()
+        shell.run("cat /dev/shm/flush-test > /dev/null")
+        return sum(n["read_misses"] for n in control.read().nodes.values())
+
+    control.flush()
+    cold = read_misses()
+    warm = read_misses()
+    control.flush()
+    flushed = read_misses()
+    lines = 4 * 1024 * 1024 // 64
+    assert cold > 0.9 * lines and flushed > 0.9 * lines
+    assert warm < 0.5 * cold
