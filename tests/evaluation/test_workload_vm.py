@@ -81,8 +81,11 @@ def test_squeeze_shrinks_the_fast_node_so_first_touch_spills(guest):
         assert 0 < placed.get(0, 0) <= 128 * 256 and placed.get(1, 0) >= 128 * 256, placed
         assert w.parse(guest_process.finish(proc, timeout=w.timeout_s))["ops"] == 50_000
     finally:
+        squeezed = squeeze.node_free_mib(guest.shell, 0)
         held.release()
-    assert squeeze.node_free_mib(guest.shell, 0) >= before - 32  # the held memory came back
+    # the held memory came back (measured across the release alone: the page cache on the
+    # node grows and shrinks on its own, by 44 MiB in one CI run)
+    assert squeeze.node_free_mib(guest.shell, 0) >= squeezed + 0.9 * held.held_mib
 
 
 def test_held_memory_stays_on_the_node_whatever_damon_does(guest):
