@@ -172,11 +172,11 @@ static inline int classify(uint64_t pa)
     return OTHER;
 }
 
-/* True on a hit. LRU by keeping each set's ways in recency order. */
 /* Set by the control thread, acted on by the one thread that emulates memory
  * (thread=single), so the cache model never has two writers. */
 static bool flush_requested;
 
+/* True on a hit. LRU by keeping each set's ways in recency order. */
 static inline bool cache_access(uint64_t pa)
 {
     static uint64_t last_line;

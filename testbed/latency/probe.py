@@ -2,9 +2,10 @@
 
 Boots the topology in emulated mode (TCG, one thread, latency plugin),
 calibrates once per host and image and trims the delays once per topology
-(both cached), then runs a pointer chase and a store loop bound to each node (numactl --membind=N --cpunodebind=<CPU node>)
-and reports per node the target and measured read and write latencies and
-the largest error of the slow/fast ratios.  Measured figures are what the
+(both cached), then runs a pointer chase and a store loop bound to each node
+(numactl --membind=N --cpunodebind=<CPU node>) and reports per node the
+target and measured read and write latencies and the largest error of the
+slow/fast ratios.  Measured figures are what the
 guest feels, k times the target (k absorbs TCG's own cost); ratios are the
 claim.
 """
