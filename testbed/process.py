@@ -38,8 +38,13 @@ def processes_with_arg(marker: str) -> list[int]:
     return pids
 
 
-class Terminated(Exception):
-    """Raised in the main thread on SIGTERM or SIGHUP so that cleanup runs."""
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM or SIGHUP so that cleanup runs.
+
+    A BaseException, like KeyboardInterrupt: libraries that turn any Exception
+    into their own error (qemu.qmp wraps one raised mid-handshake in ConnectError,
+    which the QMP client retries) must not swallow a request to stop.
+    """
 
 
 def raise_on_termination() -> None:

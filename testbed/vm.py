@@ -4,11 +4,13 @@ Lifecycle: `start()` launches QEMU with the argv from `qemu_argv`;
 `wait_ready()` retries SSH until the guest answers (showing the serial log if
 it does not); `shutdown()` asks QMP to quit, then SIGTERM, then SIGKILL.  As a
 context manager the VM is started and ready inside the block and gone after
-it, whatever happens in between.
+it, whatever happens in between; a boot lost to a kernel stall is tried once more.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,10 +31,27 @@ AGENT_DIR = Path(__file__).resolve().parent.parent / "guest-agent"
 GUEST_AGENT_PATH = "/opt/llamas-agent"
 SERIAL_TAIL_LINES = 40
 PANIC = "Kernel panic - not syncing"  # also on the "---[ end Kernel panic" line that closes the report
+# An RCU stall report; the kernel repeats it every ~21 s while the stall lasts.
+RCU_STALL = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected stall")
+# Under multi-threaded TCG a boot can, rarely, hang for good with one vCPU's
+# timer never firing (seen in CI, hybrid-cores on a 2-core host): a stall
+# reported twice is not a slow host but a lost boot, so boot once more.
+STALL_REPORTS = 2
+BOOT_ATTEMPTS = 2
+
+log = logging.getLogger(__name__)
 
 
 class BootError(RuntimeError):
     """The guest did not come up; the message carries the serial log's tail."""
+
+
+class BootStalled(BootError):
+    """The guest kernel reported the same RCU stall again and again while booting: the boot is lost."""
+
+
+class _Stalled(ConnectionError):
+    pass
 
 
 class VM:
@@ -72,6 +91,7 @@ class VM:
         return build_argv(self.topology, self.spec)
 
     def start(self) -> None:
+        self._rundir.mkdir(exist_ok=True)  # again after a shutdown, for a second boot
         self._started_at = time.monotonic()
         self.process = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -86,9 +106,13 @@ class VM:
         return self.process is not None and self.process.poll() is None
 
     def _booting(self) -> bool:
-        """False once QEMU has exited; raises once the guest kernel panicked, rather than wait out the timeout."""
-        if PANIC in self.serial_tail():
+        """False once QEMU has exited; raises once the guest kernel panicked or stalled, rather than wait out the timeout."""
+        log_text = self.serial_text()
+        if PANIC in log_text:
             raise ConnectionError("the guest kernel panicked")
+        stalls = len(RCU_STALL.findall(log_text))
+        if stalls >= STALL_REPORTS:
+            raise _Stalled(f"the guest kernel stalled (RCU stall reported {stalls} times)")
         return self.alive()
 
     def wait_ready(self) -> float:
@@ -96,8 +120,9 @@ class VM:
         try:
             self.shell.wait_ready(self.boot_timeout, self._booting)
         except (TimeoutError, ConnectionError) as exc:
-            raise BootError(f"{self.name} did not boot: {exc}\n{self.qemu_stderr()}"
-                            f"--- serial log (last {SERIAL_TAIL_LINES} lines) ---\n{self.serial_tail()}") from None
+            error = BootStalled if isinstance(exc, _Stalled) else BootError
+            raise error(f"{self.name} did not boot: {exc}\n{self.qemu_stderr()}"
+                        f"--- serial log (last {SERIAL_TAIL_LINES} lines) ---\n{self.serial_tail()}") from None
         self.boot_seconds = time.monotonic() - self._started_at
         return self.boot_seconds
 
@@ -137,6 +162,14 @@ class VM:
             shutil.rmtree(self._rundir, ignore_errors=True)
 
     def __enter__(self) -> VM:
+        for attempt in range(2, BOOT_ATTEMPTS + 1):
+            try:
+                return self._boot()
+            except BootStalled as exc:
+                log.warning("%s; booting again (attempt %d of %d)", str(exc).splitlines()[0], attempt, BOOT_ATTEMPTS)
+        return self._boot()
+
+    def _boot(self) -> VM:
         try:
             self.start()
             self.wait_ready()
@@ -151,12 +184,16 @@ class VM:
 
     # ---- diagnostics ---------------------------------------------------
 
-    def serial_tail(self, lines: int = SERIAL_TAIL_LINES) -> str:
+    def serial_text(self) -> str:
+        """The guest's console output so far ('' before QEMU has written any)."""
         try:
-            text = self.spec.serial_log.read_text(errors="replace")
+            return self.spec.serial_log.read_text(errors="replace")
         except FileNotFoundError:
-            return "(no serial output)"
-        return "\n".join(text.splitlines()[-lines:])
+            return ""
+
+    def serial_tail(self, lines: int = SERIAL_TAIL_LINES) -> str:
+        text = self.serial_text()
+        return "\n".join(text.splitlines()[-lines:]) if text else "(no serial output)"
 
     def qemu_stderr(self) -> str:
         path = self._rundir / "qemu.stderr"

@@ -57,15 +57,22 @@ def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: 
 
 
 def speed_args(topology: Topology) -> list[str]:
-    """Pacing only, `speed=VCPU:PERMILLE` for every vCPU slower than full speed; none on a uniform machine.
+    """Pacing only, armed at full speed (`speed=VCPU:1000`) for every slow vCPU; none on a uniform machine.
 
     Pacing needs a TCG thread per vCPU, where the memory callbacks cannot run
     (see plugin.c): a machine with cores of different speed feels those, not memory latency.
+    The slow vCPUs boot at full speed and get their paces once the guest is up
+    (`nominal_paces`, then the fitted ones of `cores.ensure`): the kernel's
+    early SMP bring-up and timer set-up then never wait on a sleeping vCPU.
     """
     if not topology.heterogeneous_cores:
         return []
-    return ["mem=0", *(f"speed={cpu}:{round(speed * 1000)}"
-                       for cpu, speed in topology.cpu_speeds().items() if speed < 1)]
+    return ["mem=0", *(f"speed={cpu}:1000" for cpu in nominal_paces(topology))]
+
+
+def nominal_paces(topology: Topology) -> dict[int, int]:
+    """{vCPU: permille} straight from the file, for every vCPU slower than full speed."""
+    return {cpu: round(speed * 1000) for cpu, speed in topology.cpu_speeds().items() if speed < 1}
 
 
 def _ns_per_op(line: str) -> float:
@@ -115,6 +122,8 @@ class EmulatedMachine:
                     self.control.add_range(r.base, r.end, r.node)
                     self.ranges.append(r)
         guest_binary.install(self.vm.shell, PROBE_SOURCE, GUEST_PROBE)
+        if self.paces_cores:
+            self.set_paces(nominal_paces(self.topology))
 
     def set_delays(self, delays: Delays) -> None:
         for node, (r, w) in delays.items():

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from testbed.latency.emulated import CacheModel, plugin_option, speed_args
+from testbed.latency.emulated import (
+    CacheModel,
+    nominal_paces,
+    plugin_option,
+    speed_args,
+)
 from testbed.validate import speed_checks
 
 
@@ -12,11 +17,16 @@ def test_a_uniform_machine_gets_no_pacing(load_topology):
     assert speed_args(load_topology("dram-cxl")) == []
 
 
-def test_slow_vcpus_are_paced_in_thousandths_without_memory_callbacks(load_topology):
+def test_slow_vcpus_boot_armed_at_full_speed_without_memory_callbacks(load_topology):
     topo = load_topology("hybrid-cores")
-    assert speed_args(topo) == ["mem=0", "speed=2:400", "speed=3:400"]
+    assert speed_args(topo) == ["mem=0", "speed=2:1000", "speed=3:1000"]
     option = plugin_option(Path("/p.so"), Path("/s"), topo, {}, CacheModel())
-    assert option.startswith("/p.so,sock=/s,") and option.endswith(",mem=0,speed=2:400,speed=3:400")
+    assert option.startswith("/p.so,sock=/s,") and option.endswith(",mem=0,speed=2:1000,speed=3:1000")
+
+
+def test_nominal_paces_are_the_file_speeds_in_thousandths(load_topology):
+    assert nominal_paces(load_topology("hybrid-cores")) == {2: 400, 3: 400}
+    assert nominal_paces(load_topology("dram-cxl")) == {}
 
 
 def test_speed_checks_hold_within_ten_percent(load_topology):

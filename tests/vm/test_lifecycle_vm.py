@@ -75,11 +75,11 @@ def test_killing_a_run_mid_boot_leaves_no_qemu(guest_image, sig):
     name = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")[2].decode()  # -name NAME
     assert name.startswith("llamas-dram-only-")
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    _, stderr = proc.communicate(timeout=60)
     assert _gone(qemu), f"QEMU {qemu} survived {sig.name}"
     assert processes_with_arg(name) == []
     if sig != signal.SIGKILL:  # SIGKILL leaves no chance to clean up; PDEATHSIG kills QEMU
-        assert proc.returncode in (130, 143)
+        assert proc.returncode in (130, 143), (proc.returncode, stderr.decode(errors="replace")[-2000:])
 
 
 def test_a_guest_that_does_not_boot_fails_with_its_serial_log(guest_image, accel, load_topology):

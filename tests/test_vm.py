@@ -1,0 +1,88 @@
+"""The VM's boot watch, without QEMU: what it reads in the serial log, and when it boots again.
+
+Booting itself is tested with real guests in tests/vm/.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from testbed import vm as vm_module
+from testbed.image import GuestImage
+from testbed.vm import VM, BootError, BootStalled
+
+STALL_REPORT = """\
+[   65.863802] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
+[   65.865073] rcu: \t0-...!: (0 ticks this GP) idle=9f68/0/0x0 softirq=144/144 fqs=1 (false positive?)
+[   65.869989] rcu: \tPossible timer handling issue on cpu=0 timer-softirq=50
+"""
+
+
+@pytest.fixture
+def machine(tmp_path, load_topology):
+    """A VM that is never started: its serial log is ours to write."""
+    (tmp_path / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA test\n")
+    vm = VM(load_topology("hybrid-cores"), GuestImage(tmp_path, "0" * 16, "6.12"), "tcg")
+    vm.alive = lambda: True
+    yield vm
+    vm.shutdown()
+
+
+def test_one_stall_report_is_a_slow_host_not_a_lost_boot(machine):
+    machine.spec.serial_log.write_text("llamas-init: mounting\n" + STALL_REPORT)
+    assert machine._booting() is True
+
+
+def test_a_stall_reported_again_ends_the_wait_at_once(machine):
+    machine.spec.serial_log.write_text(STALL_REPORT + "[   86.9] rcu: INFO: rcu_preempt self-detected stall on CPU\n")
+    with pytest.raises(ConnectionError, match="RCU stall reported 2 times"):
+        machine._booting()
+
+
+def test_a_panic_is_still_a_panic(machine):
+    machine.spec.serial_log.write_text("Kernel panic - not syncing: VFS: Unable to mount root fs\n")
+    with pytest.raises(ConnectionError, match="panicked"):
+        machine._booting()
+
+
+def test_no_serial_output_yet_is_said_so(machine):
+    assert machine.serial_text() == ""
+    assert machine.serial_tail() == "(no serial output)"
+
+
+def _boots(machine, monkeypatch, outcomes):
+    """Make each boot attempt end as the next item of `outcomes` (an exception, or None for success)."""
+    attempts = []
+
+    def boot():
+        attempts.append(outcomes[len(attempts)])
+        if attempts[-1] is not None:
+            raise attempts[-1]
+        return machine
+
+    monkeypatch.setattr(machine, "_boot", boot)
+    return attempts
+
+
+def test_a_stalled_boot_is_booted_once_more_and_said_so(machine, monkeypatch, caplog):
+    attempts = _boots(machine, monkeypatch, [BootStalled("vm did not boot: stalled\nserial"), None])
+    with caplog.at_level(logging.WARNING, logger=vm_module.__name__):
+        assert machine.__enter__() is machine
+    assert len(attempts) == 2
+    assert "vm did not boot: stalled; booting again (attempt 2 of 2)" in caplog.text
+
+
+def test_a_boot_that_stalls_every_time_fails(machine, monkeypatch):
+    attempts = _boots(machine, monkeypatch, [BootStalled("first"), BootStalled("second")])
+    with pytest.raises(BootStalled, match="second"):
+        machine.__enter__()
+    assert len(attempts) == vm_module.BOOT_ATTEMPTS
+
+
+def test_other_boot_failures_are_not_retried(machine, monkeypatch):
+    attempts = _boots(machine, monkeypatch, [BootError("panicked"), None])
+    with pytest.raises(BootError, match="panicked"):
+        machine.__enter__()
+    assert len(attempts) == 1
