@@ -30,6 +30,7 @@ GRANULE = 4096          # the skewed kernel's hot-map granule (one page)
 ROOM_MARGIN = 96 << 20  # cold bytes moved off the fast node beyond the hot set's size (its free-page reserve)
 DAMON_ADMIN = "/sys/kernel/mm/damon/admin/kdamonds"
 ADVICE_ERROR_CHARS = 2000
+REJECTION_CHARS = 500    # per rejected hint's reason
 
 
 class PolicyError(RuntimeError):
@@ -64,6 +65,7 @@ class Outcome:
     applied: int = 0
     rejected: int = 0
     advice_error: str | None = None  # the advisor answered nothing usable; nothing was applied
+    rejections: list[str] = field(default_factory=list)  # why, one line per rejected hint
 
     def add(self, result: agent.ApplyResult) -> Outcome:
         """Count one agent answer; a refused document counts every hint as rejected."""
@@ -71,15 +73,21 @@ class Outcome:
             if r.status == "applied":
                 self.applied += 1
             else:
-                self.rejected += 1
+                self.reject(f"agent: {r.kind} {r.status}: {r.reason}")
         if not result.accepted and not result.results:
-            self.rejected += 1
+            self.reject(f"agent: document refused: {result.error}")
+        return self
+
+    def reject(self, why: str) -> Outcome:
+        self.rejected += 1
+        self.rejections.append(why[:REJECTION_CHARS])
         return self
 
     def __iadd__(self, other: Outcome) -> Self:
         self.applied += other.applied
         self.rejected += other.rejected
         self.advice_error = other.advice_error or self.advice_error
+        self.rejections += other.rejections
         return self
 
 
@@ -214,11 +222,13 @@ class Llm(Policy):
         except LLMAnswerError as exc:
             # Nonsense even after the repair round: the agent in service would apply nothing and
             # leave the machine as it is, so the run goes on and measures exactly that.
-            return Outcome(rejected=1, advice_error=str(exc)[:ADVICE_ERROR_CHARS])
+            return Outcome(advice_error=str(exc)[:ADVICE_ERROR_CHARS]).reject("advisor: no usable answer")
         ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
                                          model=advice.model, prompt_digest=advice.prompt_digest,
                                          answer_digest=advice.answer_digest, cached=advice.cached))
-        outcome = Outcome(rejected=len(advice.dropped))
+        outcome = Outcome()
+        for dropped in advice.dropped:
+            outcome.reject(f"advisor: {dropped.hint.get('kind', '?')} dropped: {dropped.why}")
         if advice.hints:
             outcome.add(agent.apply(ctx.shell, advice.document()))
         return outcome

@@ -59,6 +59,8 @@ class Run(BaseModel):
     hints_rejected: int = 0
     advice_error: str | None = Field(default=None, description="the advisor gave no usable answer, so the run "
                                      "went on with nothing applied; why")
+    rejections: list[str] = Field(default_factory=list, description="why each rejected hint was refused, "
+                                  "and by whom (advisor or agent)")
     durations: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     started_at: str = ""
 
@@ -99,9 +101,10 @@ def _columns(runs: list[Run]) -> list[str]:
     figures = sorted({k for r in runs for k in r.figures})
     nodes = sorted({n for r in runs for n in r.counters})
     durations = sorted({k for r in runs for k in r.durations})
+    rejections = max((len(r.rejections) for r in runs), default=0)
     return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
-            *(f"duration.{k}" for k in durations)]
+            *(f"duration.{k}" for k in durations), *(f"rejection.{i}" for i in range(rejections))]
 
 
 def _row(run: Run) -> dict[str, str]:
@@ -109,6 +112,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"figure.{k}": repr(v) for k, v in run.figures.items()}
     row |= {f"counters.{n}.{f}": str(v) for n, c in run.counters.items() for f, v in c.model_dump().items()}
     row |= {f"duration.{k}": repr(v) for k, v in run.durations.items()}
+    row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
     return row
 
 
@@ -121,7 +125,7 @@ def to_csv(runs: list[Run]) -> str:
 
 
 def _from_row(row: dict[str, str]) -> Run:
-    data: dict = {"figures": {}, "counters": {}, "durations": {}}
+    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": []}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -133,6 +137,8 @@ def _from_row(row: dict[str, str]) -> Run:
         elif kind == "counters":
             node, _, field = rest.rpartition(".")
             data["counters"].setdefault(int(node), {})[field] = int(cell)
+        elif kind == "rejection":
+            data["rejections"].append(cell)  # columns come in index order
         else:
             data[column] = cell == "True" if column == "ok" else cell
     return Run.model_validate(data)

@@ -33,7 +33,6 @@ from ..image import GuestImage
 from ..latency import calibrate, cores, trim
 from ..latency.emulated import Delays, EmulatedMachine
 from ..llm_client import Endpoint
-from ..process import Terminated
 from ..topology import Topology
 from . import guest_process, manifest, plots, policies, results, squeeze, summary
 from .matrix import Matrix, RunKey
@@ -227,13 +226,12 @@ def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast:
             output = guest_process.finish(proc, workload.timeout_s)
         run.set_counters(machine.control.read())
         run.figures = workload.parse(output)
-    except (KeyboardInterrupt, Terminated):
-        raise
+    # Ctrl-C and SIGTERM (BaseExceptions) pass: they end the evaluation, not the run.
     except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
         run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
     finally:
         run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
-        run.advice_error = outcome.advice_error
+        run.advice_error, run.rejections = outcome.advice_error, outcome.rejections
         with _phase(run, "reset"):
             _reset(machine, policy, ctx, zero)
     return run

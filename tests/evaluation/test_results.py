@@ -33,8 +33,10 @@ def sample_runs() -> list[Run]:
     ok = make_run(misses={0: 300, 1: 100}, hints_applied=3, hints_rejected=1,
                   durations={"workload": 12.5, "advise": 0.25}, started_at="2026-11-25T11:00:00+00:00")
     ok.set_counters(Counters.parse(PLUGIN_ANSWER))
-    odd = make_run(policy="llm", repeat=1, value=123.456789012345, misses={0: 1, 1: 2, 2: 3}, hints_rejected=1,
-                   advice_error='no valid answer: "to_nodes", duplicates\nafter repair: the same')
+    odd = make_run(policy="llm", repeat=1, value=123.456789012345, misses={0: 1, 1: 2, 2: 3}, hints_rejected=3,
+                   advice_error='no valid answer: "to_nodes", duplicates\nafter repair: the same',
+                   rejections=["advisor: no usable answer", 'agent: migrate_pages rejected: pid 1, "init"',
+                               "advisor: set_knob dropped: value 9,\nnot one the kernel takes"])
     failed = make_run(policy="oracle", value=None, ok=False, error='boot failed: "x", y\nsecond line')
     return [ok, odd, failed]
 
@@ -79,6 +81,7 @@ def test_csv_round_trip(tmp_path):
     assert rows[0]["counters.0.misses"] == "300" and rows[0]["figure.ops_per_s"] == "100.0"
     assert rows[1]["counters.2.misses"] == "3" and rows[0]["counters.2.misses"] == ""
     assert rows[2]["ok"] == "False" and rows[2]["error"].endswith("second line")
+    assert rows[1]["rejection.1"] == 'agent: migrate_pages rejected: pid 1, "init"' and rows[0]["rejection.0"] == ""
 
 
 def test_files_are_rewritten_whole(tmp_path):

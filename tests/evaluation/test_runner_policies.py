@@ -7,9 +7,11 @@ import contextlib
 import pytest
 
 from testbed import agent
+from testbed.advice_schema import Dropped
+from testbed.advisor import Advice
 from testbed.agent import ApplyResult, HintResult
 from testbed.evaluation import matrix, policies
-from testbed.hints import MAX_RANGE_BYTES
+from testbed.hints import MAX_RANGE_BYTES, SetAffinity
 from testbed.llm_client import LLMAnswerError
 
 MIB = 1 << 20
@@ -119,7 +121,51 @@ def test_llm_policy_with_no_usable_advice_applies_nothing_and_says_why(monkeypat
     outcome = policies.make("llm").prepare(ctx)
     assert (outcome.applied, outcome.rejected) == (0, 1)
     assert "to_nodes has duplicates" in outcome.advice_error
+    assert outcome.rejections == ["advisor: no usable answer"]
     assert gathered == ["shell"] and pauses == ["stop", "cont"]  # the guest runs again after the failed advice
     total = policies.Outcome(applied=2)
     total += outcome
     assert (total.applied, total.rejected, total.advice_error) == (2, 1, outcome.advice_error)
+    assert total.rejections == outcome.rejections
+
+
+def test_every_rejected_hint_keeps_its_reason_and_who_refused_it():
+    answer = ApplyResult(schema_version=1, dry_run=False, accepted=True, error=None, results=[
+        HintResult(index=0, id=None, kind="migrate_pages", status="applied", reason=None, effect={}),
+        HintResult(index=1, id="h2", kind="set_affinity", status="rejected", reason="CPU 9 does not exist",
+                         effect=None)])
+    refused = ApplyResult(schema_version=1, dry_run=False, accepted=False, error="schema_version 7", results=[])
+    outcome = policies.Outcome().add(answer).add(refused)
+    assert (outcome.applied, outcome.rejected) == (1, 2)
+    assert outcome.rejections == ["agent: set_affinity rejected: CPU 9 does not exist",
+                                  "agent: document refused: schema_version 7"]
+    assert len(policies.Outcome().reject("x" * 10_000).rejections[0]) == policies.REJECTION_CHARS
+
+
+class _HalfRight:
+    """An advisor whose model gave one hint that fits the machine and one that does not."""
+
+    def advise(self, topology, state, notes=None):
+        return Advice(model="m", prompt_digest="p", answer_digest="a", cached=False, repaired=False,
+                      hints=[SetAffinity(pid=42, cpus=[9])],
+                      dropped=[Dropped({"kind": "migrate_pages", "pid": 42}, "node 7 does not exist")])
+
+
+def test_llm_policy_records_why_the_advisor_dropped_and_the_agent_refused(monkeypatch, load_topology):
+    monkeypatch.setattr(agent, "gather", lambda shell, **kw: "state")
+    applied = []
+
+    def apply(shell, document):
+        applied.append(document)
+        return ApplyResult(schema_version=1, dry_run=False, accepted=True, error=None, results=[
+            HintResult(index=0, id=None, kind="set_affinity", status="rejected", reason="CPU 9 is not online",
+                             effect=None)])
+
+    monkeypatch.setattr(agent, "apply", apply)
+    ctx = policies.Context(shell="shell", topology=load_topology("hybrid-cores"), proc=None, fast_node=0,
+                           slow_node=1, workload="w", repeat=0, advisor=_HalfRight)
+    outcome = policies.make("llm").prepare(ctx)
+    assert len(applied) == 1 and [h.kind for h in applied[0].hints] == ["set_affinity"]
+    assert (outcome.applied, outcome.rejected, outcome.advice_error) == (0, 2, None)
+    assert outcome.rejections == ["advisor: migrate_pages dropped: node 7 does not exist",
+                                  "agent: set_affinity rejected: CPU 9 is not online"]
