@@ -86,20 +86,7 @@ def test_manifest_records_the_matrix_machine_and_calibration(tiny):
     assert json.loads((tiny[0] / "manifest.json").read_text())["command"][-3:] == ["tiny", "--out", str(tiny[0])]
 
 
-def _qemu_children(pid: int) -> set[int]:
-    """The QEMU processes among `pid`'s children now (a child may exit while we look)."""
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
-    qemus = set()
-    for child in map(int, found):
-        try:
-            if b"qemu-system" in Path(f"/proc/{child}/cmdline").read_bytes():
-                qemus.add(child)
-        except FileNotFoundError:
-            pass  # gone between pgrep and the read
-    return qemus
-
-
-def test_rerun_interrupted_by_ctrl_c_keeps_finished_runs_and_leaves_no_qemu(tiny):
+def test_rerun_interrupted_by_ctrl_c_keeps_finished_runs_and_leaves_no_qemu(tiny, guest_qemus):
     out = tiny[0].parent / "rerun"
     proc = subprocess.Popen([*TESTBED, "eval", "--rerun", str(tiny[0] / "manifest.json"), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -107,7 +94,7 @@ def test_rerun_interrupted_by_ctrl_c_keeps_finished_runs_and_leaves_no_qemu(tiny
     try:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            qemus |= _qemu_children(proc.pid)
+            qemus |= set(guest_qemus(proc.pid))
             if (out / "results.json").exists() and results.read(out):
                 break
             time.sleep(1)

@@ -19,17 +19,10 @@ pytestmark = pytest.mark.vm
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 
-def _qemu_children(pid: int) -> list[int]:
-    """Guest QEMUs started by `pid` (not the `qemu-system-x86_64 --version` probes)."""
-    out = subprocess.run(["pgrep", "-P", str(pid), "-f", "qemu-system.* -name llamas-"],
-                         capture_output=True, text=True).stdout
-    return [int(p) for p in out.split()]
-
-
-def _wait_for_qemu(proc: subprocess.Popen, timeout: float = 120) -> int:
+def _wait_for_qemu(proc: subprocess.Popen, guest_qemus, timeout: float = 120) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        children = _qemu_children(proc.pid)
+        children = guest_qemus(proc.pid)
         if children:
             return children[0]
         assert proc.poll() is None, proc.communicate()
@@ -68,10 +61,10 @@ def test_exec_prints_output_and_returns_the_guest_status(guest_image):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
-def test_killing_a_run_mid_boot_leaves_no_qemu(guest_image, sig):
+def test_killing_a_run_mid_boot_leaves_no_qemu(guest_image, guest_qemus, sig):
     proc = subprocess.Popen([*TESTBED, "exec", "dram-only", "--", "true"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    qemu = _wait_for_qemu(proc)
+    qemu = _wait_for_qemu(proc, guest_qemus)
     name = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")[2].decode()  # -name NAME
     assert name.startswith("llamas-dram-only-")
     proc.send_signal(sig)
