@@ -47,7 +47,7 @@ class BootError(RuntimeError):
 
 
 class BootStalled(BootError):
-    """The guest kernel reported the same RCU stall again and again while booting: the boot is lost."""
+    """The guest kernel reported an RCU stall again (STALL_REPORTS times) while booting: the boot is lost."""
 
 
 class _Stalled(ConnectionError):
