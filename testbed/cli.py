@@ -21,6 +21,7 @@ from .latency import cores
 from .latency import probe as latency_probe
 from .latency.emulated import EmulatedMachine
 from .launcher import BootOptions, booted, load_topology
+from .mcp import command as mcp_command
 from .process import Terminated, raise_on_termination
 from .qmp import MonitorError
 from .report import print_reports
@@ -151,6 +152,7 @@ def parser() -> argparse.ArgumentParser:
     advise_command.add_parser(sub)
     latency_probe.add_parser(sub)
     eval_command.add_parser(sub)
+    mcp_command.add_parser(sub)
     return p
 
 

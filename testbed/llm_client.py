@@ -154,6 +154,16 @@ class ChatClient:
         choice = response.choices[0]
         return choice.message.content, choice.finish_reason == "length"
 
+    def complete_tools(self, messages: list[dict], tools: list[dict], params: dict, model: str) -> dict:
+        """One answer that may call `tools` (the API's function calling): the assistant message, as a dict."""
+        if self.endpoint.fold_system:
+            messages = fold_system(messages)
+        response = self._call(lambda: self._client.chat.completions.create(
+            model=model, messages=messages, tools=tools, **params))
+        if not response.choices:
+            raise LLMError(f"{self.endpoint.base_url} answered with no choices")
+        return response.choices[0].message.model_dump(exclude_none=True)
+
     def _call(self, request: Callable[[], T]) -> T:
         """Run one request, turning the client's exceptions into ours."""
         url = self.endpoint.base_url

@@ -1,8 +1,8 @@
 """A real HTTP server on 127.0.0.1 that speaks the chat-completions API and answers from a script.
 
 Each POST to /v1/chat/completions takes the next step of the script: a reply
-text (with a finish reason), an HTTP error status, or a delay longer than the
-client will wait.  Every request body is recorded, so tests can check what
+text (with a finish reason), tool calls, an HTTP error status, or a delay longer
+than the client will wait.  Every request body is recorded, so tests can check what
 the client sent.  With `reject_json_schema`, it answers the OpenAI
 `json_schema` response format with a 500, as llama-cpp-python's server does,
 without using a step.
@@ -26,6 +26,14 @@ class Step:
     status: int = 200
     delay: float = 0.0
     finish_reason: str = "stop"
+    tool_calls: list[dict] | None = None  # function calls, as the API sends them
+
+
+def call_tools(*calls: tuple[str, dict], content: str | None = None) -> Step:
+    """A 200 answer that calls tools: (name, arguments) pairs, numbered call-1, call-2, ..."""
+    return Step(content, finish_reason="tool_calls", tool_calls=[
+        {"id": f"call-{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+        for i, (name, args) in enumerate(calls, 1)])
 
 
 def reply(content: str | dict, finish_reason: str = "stop") -> Step:
@@ -103,7 +111,8 @@ class ScriptedServer:
                     "id": f"chatcmpl-{len(server.requests)}", "object": "chat.completion", "created": 0,
                     "model": body.get("model", MODEL),
                     "choices": [{"index": 0, "finish_reason": step.finish_reason,
-                                 "message": {"role": "assistant", "content": step.content}}],
+                                 "message": {"role": "assistant", "content": step.content,
+                                             **({"tool_calls": step.tool_calls} if step.tool_calls else {})}}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
 
         return Handler
