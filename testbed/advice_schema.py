@@ -7,8 +7,9 @@ are enums of the ones this state has: a server with grammar-constrained
 decoding cannot produce anything else.  Servers that do not constrain can, so
 the answer is checked twice:
 
-1. `parse_answer`: JSON and the hint schema, with a reason per hint.  A failure
-   here is the model's to repair (the error goes back to it once).
+1. `parse_answer`: JSON (a key given twice is refused, as the guest refuses it)
+   and the hint schema, with a reason per hint.  A failure here is the model's
+   to repair (the error goes back to it once).
 2. `check_facts`: every pid, node, CPU and knob must exist in the state, and a
    hint must do something.  Hints that fail are dropped, with the reason kept,
    never repaired: a model steered by guest text must not get a second try.
@@ -23,6 +24,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .hints import (
     MAX_RANGE_BYTES,
+    DuplicateKey,
     Hint,
     MigratePages,
     MoveRange,
@@ -30,6 +32,7 @@ from .hints import (
     SetKnob,
     SetPolicy,
     SetSched,
+    loads_unique,
 )
 from .state import GuestState
 
@@ -131,10 +134,12 @@ def parse_answer(text: str | None) -> list:
     if not text or not text.strip():
         raise AnswerInvalid("the answer was empty; reply with a JSON object {\"hints\": [...]}")
     try:
-        data = json.loads(text)
+        data = loads_unique(text)
     except json.JSONDecodeError as exc:
         raise AnswerInvalid(f"the answer is not valid JSON ({exc.msg} at line {exc.lineno} "
                             f"column {exc.colno})") from None
+    except DuplicateKey as exc:
+        raise AnswerInvalid(f"the answer is ambiguous: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("hints"), list):
         raise AnswerInvalid('the answer must be a JSON object with a list under "hints"')
     if len(data["hints"]) > MAX_HINTS:

@@ -80,6 +80,15 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _still_valid(entry: dict | None) -> list | None:
+    """The hints of a cached answer, or None where there is none or it fails today's checks (a key
+    given twice, say, which older versions let through): such an answer is asked for again."""
+    try:
+        return advice_schema.parse_answer(entry["text"]) if entry else None
+    except advice_schema.AnswerInvalid:
+        return None
+
+
 class Advisor:
     """Asks one endpoint (or the local default) for hints; a context manager that frees the server."""
 
@@ -131,10 +140,11 @@ class Advisor:
         key = prompt.digest_of({"model": model, "messages": built.messages, "schema": schema,
                                 "params": self.params, "fold_system": self._fold_system})
         entry = None if self.refresh else self.cache.get(key)
-        cached = entry is not None
-        if entry is None:
+        parsed = _still_valid(entry)
+        cached = parsed is not None
+        if parsed is None:
             entry = self._ask(model, built, schema, key)
-        parsed = advice_schema.parse_answer(entry["text"])
+            parsed = advice_schema.parse_answer(entry["text"])
         kept, dropped = advice_schema.check_facts(state, parsed)
         return Advice(model, built.digest, entry["answer_digest"], cached, entry["repaired"], kept, dropped,
                       built.left_out, time.monotonic() - started)

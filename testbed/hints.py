@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -155,11 +155,58 @@ class HintDocument(BaseModel):
     source: Annotated[str, Field(max_length=200)] | None = None
     hints: Annotated[list[Hint], Field(max_length=64)]
 
+    @classmethod
+    def from_json(cls, text: str | bytes) -> HintDocument:
+        """Parse and check a document as the guest does: a repeated key is a DuplicateKey, not the last value."""
+        return cls.model_validate(loads_unique(text))
+
     def to_json(self) -> str:
         data = {"schema_version": self.schema_version, "hints": [h.dump() for h in self.hints]}
         if self.source is not None:
             data["source"] = self.source
         return json.dumps(data)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice; the message says which key and where."""
+
+
+class _Repeated(dict):
+    """An object that names `key` twice, kept until the walk below can say where it stands."""
+
+    def __init__(self, pairs: list[tuple[str, Any]], key: str):
+        super().__init__(pairs)
+        self.key = key
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict:
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            return _Repeated(pairs, key)
+        seen.add(key)
+    return dict(pairs)
+
+
+def loads_unique(text: str | bytes) -> Any:
+    """json.loads that refuses a key given twice in one object (DuplicateKey), as the guest agent does.
+
+    Parsers disagree on which of two values wins (Python's keeps the last, others
+    the first): a document that the host and the guest could read two ways is
+    refused.  Malformed JSON raises json.JSONDecodeError as json.loads does.
+    """
+    doc = json.loads(text, object_pairs_hook=_object)
+    todo = [("", doc)]
+    while todo:  # depth-first in document order, without recursion: the sender chooses the nesting
+        where, value = todo.pop()
+        if isinstance(value, _Repeated):
+            raise DuplicateKey(f"duplicate key {value.key[:64]!r} in {where[:200] or 'the top-level object'}: "
+                               "each key may appear once (JSON parsers disagree on which value wins)")
+        if isinstance(value, dict):
+            todo.extend((f"{where}.{k}" if where else k, v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            todo.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
+    return doc
 
 
 @cache

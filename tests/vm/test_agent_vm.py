@@ -148,6 +148,20 @@ def test_bad_hints_are_rejected_and_change_nothing(vm, workload):
     assert len(logged) >= len(_bad_documents(workload))
 
 
+def test_a_document_with_a_repeated_key_is_refused_whole(vm, workload):
+    """`"hints": [], "hints": [a real move]`: Python would apply the move, other parsers nothing."""
+    before = snapshot(vm.shell, workload)
+    move = json.dumps({"kind": "migrate_pages", "pid": workload, "from_nodes": [0], "to_nodes": [1]})
+    agent.upload_text(vm.shell, f'{{"schema_version": 1, "hints": [], "hints": [{move}]}}', "/tmp/repeated.json")
+    run = vm.shell.run("llamas-agent apply /tmp/repeated.json", check=False)
+    assert run.exit_status == 2, run
+    result = json.loads(run.stdout)
+    assert not result["accepted"] and result["results"] == []
+    assert result["error"].startswith("duplicate key 'hints' in the top-level object"), result["error"]
+    assert_unchanged(before, snapshot(vm.shell, workload), "a document with a repeated key")
+    assert agent.audit_log(vm.shell)[-1]["status"] == "rejected_document"
+
+
 def test_move_larger_than_free_memory_is_rejected(vm, workload):
     state = agent.gather(vm.shell)
     free_mib = state.node(1).mem_free_kib // MIB
