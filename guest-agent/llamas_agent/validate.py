@@ -3,8 +3,9 @@
 A hint passes only if applying it cannot reach beyond what it names: a live
 user process that is neither pid 1 nor the agent, nodes that exist and have
 memory, a move that leaves a margin of free memory on the target, an address
-range inside the process's own mappings, CPUs that are online, and a knob
-value this kernel accepts.
+range inside the process's own mappings, CPUs that are online, a knob
+value this kernel accepts, and no slowing down of a protected process
+(protected.py: sshd, the agent's ancestors, the administrator's list).
 """
 
 import os
@@ -12,6 +13,13 @@ import os
 from .knobs import check_value, gather_knobs
 from .machine import gather_nodes
 from .processes import is_kernel_thread, node_usage_kib, parse_maps
+from .protected import (
+    admin_names,
+    affinity_slowdown,
+    ancestors,
+    sched_slowdown,
+    why_protected,
+)
 from .syscalls import move_pages
 from .sysfs import parse_cpulist
 
@@ -28,13 +36,16 @@ class Rejected(ValueError):
 
 
 class Context:
-    """What validation reads once per document: nodes, online CPUs, the agent's pid."""
+    """What validation reads once per document: nodes, online CPUs, the agent's pid, its ancestors
+    and the administrator's protected names."""
 
     def __init__(self, tree, agent_pids=None):
         self.tree = tree
         self.nodes = {n["id"]: n for n in gather_nodes(tree)}
         self.online_cpus = set(parse_cpulist(tree.read("sys/devices/system/cpu/online", default="")))
         self.agent_pids = set(agent_pids if agent_pids is not None else (os.getpid(),))
+        self.ancestors = ancestors(tree, self.agent_pids)
+        self.protected_names = admin_names(tree)
 
 
 def margin_kib(node):
@@ -181,15 +192,32 @@ def _set_knob(ctx, hint):
     return {"previous": gather_knobs(ctx.tree)[hint["knob"]], "value": hint["value"]}
 
 
+def _check_not_slowed(ctx, pid, slowdown):
+    """Refuse a hint that would slow down a protected process; `slowdown()` names what would, or None.
+
+    `slowdown` is called for protected processes only, so most targets cost no further reads.
+    """
+    name, why = why_protected(ctx, pid)
+    what = slowdown() if why else None
+    if what:
+        raise Rejected(f"pid {pid} ({name}) is protected ({why}): {what} would slow it down; "
+                       "only changes that do not slow it, and page moves, are allowed")
+
+
 def _set_affinity(ctx, hint):
     offline = sorted(set(hint["cpus"]) - ctx.online_cpus)
     if offline:
         raise Rejected(f"CPU(s) {offline} are not online (online: {sorted(ctx.online_cpus)})")
+    _check_not_slowed(ctx, hint["pid"], lambda: affinity_slowdown(ctx.tree, hint["pid"], hint["cpus"],
+                                                                   ctx.online_cpus))
     return {}
 
 
 def _set_sched(ctx, hint):
-    return {}  # the pid checks are all there is: nice and the non-real-time classes cannot hang the guest
+    # Nice and the non-real-time classes cannot hang the guest; they can starve its control path.
+    _check_not_slowed(ctx, hint["pid"], lambda: sched_slowdown(ctx.tree, hint["pid"], hint.get("nice"),
+                                                                hint.get("policy")))
+    return {}
 
 
 _KINDS = {"migrate_pages": _migrate, "move_range": _move_range, "set_policy": _set_policy,

@@ -17,9 +17,10 @@ KTHREAD_FLAGS = 0x208040   # PF_KTHREAD | PF_NOFREEZE | PF_FORKNOEXEC, as kthrea
 USER_FLAGS = 0x400100
 
 
-def stat_line(pid: int, comm: str, ppid: int, flags: int, utime: int = 0, stime: int = 0, threads: int = 1) -> str:
-    """A /proc/PID/stat line: pid (comm) state ppid pgrp session tty tpgid flags ... num_threads ..."""
-    fields = ["S", ppid, pid, pid, 0, -1, flags, 100, 0, 0, 0, utime, stime, 0, 0, 20, 0, threads, 0, 500]
+def stat_line(pid: int, comm: str, ppid: int, flags: int, utime: int = 0, stime: int = 0, threads: int = 1,
+              nice: int = 0) -> str:
+    """A /proc/PID/stat line: pid (comm) state ppid pgrp session tty tpgid flags ... nice num_threads ..."""
+    fields = ["S", ppid, pid, pid, 0, -1, flags, 100, 0, 0, 0, utime, stime, 0, 0, 20 + nice, nice, threads, 0, 500]
     return f"{pid} ({comm}) " + " ".join(str(f) for f in fields) + " 0" * 32 + "\n"
 
 
@@ -53,6 +54,22 @@ thp_migration_success 0
 compact_stall 1
 pgfault 999
 """
+
+
+def add_process(root: Path, pid: int, comm: str, ppid: int, *, nice: int = 0, cpus: str = "0-1",
+                exe: str | None = None, threads: tuple[int, ...] = ()) -> None:
+    """A sleeping user process with no memory of note; `threads` are extra thread ids (a nice each: 0);
+    `exe` becomes the target of /proc/PID/exe."""
+    base = root / "proc" / str(pid)
+    base.mkdir(parents=True)
+    (base / "stat").write_text(stat_line(pid, comm, ppid, USER_FLAGS, threads=1 + len(threads), nice=nice))
+    (base / "status").write_text(status_text(comm, 1000, cpus))
+    for tid in (pid, *threads):
+        (base / "task" / str(tid)).mkdir(parents=True)
+        thread_nice = nice if tid == pid else 0
+        (base / "task" / str(tid) / "stat").write_text(stat_line(tid, comm, ppid, USER_FLAGS, nice=thread_nice))
+    if exe:
+        (base / "exe").symlink_to(exe)
 
 
 def build_tree(root: Path, *, node1_free_kib: int = 900_000, knobs: bool = True) -> Path:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
+from llamas_agent.apply import apply_document
 from llamas_agent.sysfs import Tree
 from llamas_agent.validate import Context, Rejected, _covered, check, margin_kib
 
-from .fixture_tree import build_tree
+from .fixture_tree import add_process, build_tree
 
 AGENT = 999
 # The workload (pid 300) has (100 + 16385 + 3) 4 KiB pages and 2 huge pages on node 0.
@@ -95,3 +99,96 @@ def test_ranges_may_span_adjacent_mappings_but_not_gaps():
 def test_knob_hints_plan_the_previous_value(tree):
     plan = check(ctx_for(tree), {"kind": "set_knob", "knob": "thp_enabled", "value": "never"})
     assert plan == {"previous": "madvise", "value": "never"}
+
+
+# ---- protected processes: the guest's control path is never slowed down ----------------
+
+SSHD, SESSION_PRIV, SESSION, SHELL, WORKER = 500, 510, 511, 520, 540
+RENAMED_SSHD, LISTED, LONG_NAME, THREADED, WIDE = 600, 700, 710, 720, 730
+ADMIN_FILE = """\
+# processes the testbed must keep responsive
+postgres   # the database
+a-very-long-process-name
+"""
+
+
+@pytest.fixture
+def guarded(guest_root):
+    """The fixture machine with an SSH session running the agent (pid AGENT) under a shell, a worker
+    that session started, and processes the administrator protects."""
+    for pid, comm, ppid, extra in [
+        (SSHD, "sshd", 1, {}), (SESSION_PRIV, "sshd-session", SSHD, {}), (SESSION, "sshd-session", SESSION_PRIV, {}),
+        (SHELL, "bash", SESSION, {}), (AGENT, "python3", SHELL, {}), (WORKER, "stress", SHELL, {}),
+        (RENAMED_SSHD, "renamed", 1, {"exe": "/usr/sbin/sshd"}), (LISTED, "postgres", 1, {}),
+        (LONG_NAME, "a-very-long-pro", 1, {}), (THREADED, "postgres", 1, {"nice": 5, "threads": (721,)}),
+        (WIDE, "postgres", 1, {"cpus": "0-7"}),
+    ]:
+        add_process(guest_root, pid, comm, ppid, **extra)
+    (guest_root / "etc/llamas-agent").mkdir(parents=True)
+    (guest_root / "etc/llamas-agent/protected").write_text(ADMIN_FILE)
+    return ctx_for(Tree(str(guest_root)))
+
+
+def sched(pid, **fields):
+    return {"kind": "set_sched", "pid": pid, **fields}
+
+
+SSH_WHY = "is protected (the SSH daemon, the harness's only way into the guest)"
+
+
+@pytest.mark.parametrize("hint, phrase", [
+    (sched(SSHD, policy="idle"), f"pid {SSHD} (sshd) {SSH_WHY}: the idle class would slow it down"),
+    (sched(SSHD, nice=19), "nice 19 (above its current 0) would slow it down"),
+    (sched(SSHD, nice=1, policy="normal"), "nice 1 (above its current 0)"),
+    (sched(SESSION_PRIV, policy="batch"), f"pid {SESSION_PRIV} (sshd-session) {SSH_WHY}: the batch class"),
+    (sched(SESSION, nice=19, policy="idle"), f"pid {SESSION} (sshd-session) {SSH_WHY}"),
+    (sched(RENAMED_SSHD, policy="idle"), f"pid {RENAMED_SSHD} (renamed) {SSH_WHY}"),
+    (sched(SHELL, nice=19), f"pid {SHELL} (bash) is protected (an ancestor of the agent (pid {AGENT}))"),
+    (sched(LISTED, nice=10), "is protected (listed in /etc/llamas-agent/protected): nice 10"),
+    (sched(LONG_NAME, policy="idle"), "(listed in /etc/llamas-agent/protected)"),
+    (sched(THREADED, nice=3), "nice 3 (above its current 0)"),  # the main thread is at 5, another at 0
+    ({"kind": "set_affinity", "pid": SSHD, "cpus": [1]},
+     (f"{SSH_WHY}: CPUs [1] (leaving out CPU(s) [0] it may use now) would slow it down; "
+      "only changes that do not slow it, and page moves, are allowed")),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_hints_that_would_slow_a_protected_process_are_rejected(guarded, hint, phrase):
+    assert phrase in rejected(guarded, hint)
+
+
+@pytest.mark.parametrize("hint", [
+    sched(SSHD, nice=0, policy="normal"),
+    sched(SSHD, nice=-5),
+    sched(THREADED, nice=0),
+    {"kind": "set_affinity", "pid": SSHD, "cpus": [0, 1]},
+    {"kind": "set_affinity", "pid": WIDE, "cpus": [0, 1]},  # CPUs 2-7 are allowed but not online
+    migrate(pid=SSHD),
+    migrate(pid=SHELL),
+    sched(WORKER, nice=19, policy="idle"),  # what the session starts is the workload hints are for
+    sched(300, nice=19, policy="idle"),
+], ids=lambda h: f"{h['kind']}-{h['pid']}-{h.get('nice')}-{h.get('policy')}-{h.get('cpus')}")
+def test_protected_processes_may_be_sped_up_or_have_their_pages_moved(guarded, hint):
+    assert isinstance(check(guarded, hint), dict)
+
+
+def test_the_administrators_list_takes_names_and_comments(guarded):
+    assert guarded.protected_names == {"postgres", "a-very-long-pro"}
+    assert guarded.ancestors == {SHELL: AGENT, SESSION: AGENT, SESSION_PRIV: AGENT, SSHD: AGENT, 1: AGENT}
+
+
+def test_a_refusal_for_protection_is_a_rejected_hint_in_results_and_audit(guarded, records):
+    document = json.dumps({"schema_version": 1, "hints": [sched(SSHD, policy="idle"), migrate(pid=SSHD)]})
+    result = apply_document(document.encode(), guarded.tree, records, dry_run=True, agent_pids=[AGENT])
+    assert [r["status"] for r in result["results"]] == ["rejected", "would_apply"]
+    assert SSH_WHY in result["results"][0]["reason"]
+    with open(records.audit_path) as f:
+        audit = [json.loads(line) for line in f]
+    assert audit[0]["status"] == "rejected" and SSH_WHY in audit[0]["reason"]
+
+
+def test_this_hosts_agent_refuses_to_slow_its_own_parent(records):
+    # A dry run: were the check broken, nothing would change still.
+    document = json.dumps({"schema_version": 1, "hints": [sched(os.getppid(), nice=19, policy="idle")]})
+    result = apply_document(document.encode(), Tree("/"), records, dry_run=True)
+    assert result["results"][0]["status"] == "rejected"
+    assert f"pid {os.getppid()} (" in result["results"][0]["reason"]
+    assert "is protected" in result["results"][0]["reason"]

@@ -22,6 +22,7 @@ from testbed.hints import (
     SetPolicy,
     SetSched,
 )
+from testbed.ssh import GuestShell
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
@@ -160,6 +161,77 @@ def test_a_document_with_a_repeated_key_is_refused_whole(vm, workload):
     assert result["error"].startswith("duplicate key 'hints' in the top-level object"), result["error"]
     assert_unchanged(before, snapshot(vm.shell, workload), "a document with a repeated key")
     assert agent.audit_log(vm.shell)[-1]["status"] == "rejected_document"
+
+
+def session_chain(shell) -> list[tuple[int, str]]:
+    """(pid, comm) of the shell that runs a command and each of its ancestors, up to init."""
+    out = shell.run('p=$$; while [ "$p" -gt 1 ]; do echo "$p $(cat /proc/$p/comm)"; '
+                    "p=$(cut -d' ' -f4 /proc/$p/stat); done").stdout
+    return [(int(pid), comm) for pid, comm in (line.split(" ", 1) for line in out.splitlines())]
+
+
+def sched_state(shell, pid: int) -> tuple[str, str, str]:
+    """Nice level, scheduling class (policy number) and allowed CPUs of pid."""
+    stat = shell.run(f"cat /proc/{pid}/stat").stdout.rpartition(")")[2].split()
+    cpus = shell.run(f"grep Cpus_allowed_list /proc/{pid}/status").stdout.split(":")[1].strip()
+    return stat[16], stat[38], cpus
+
+
+# A shell that asks the agent it runs to put the shell itself into the idle class at nice 19.
+ANCESTOR_SCRIPT = """\
+echo '{"schema_version": 1, "hints": [{"kind": "set_sched", "pid": '$$', "nice": 19, "policy": "idle"}]}' >/tmp/anc.json
+llamas-agent apply /tmp/anc.json
+echo "$? $$"
+"""
+
+
+def test_the_agent_refuses_to_slow_down_sshd_and_its_own_ancestors(vm):
+    chain = session_chain(vm.shell)
+    sshds = [pid for pid, comm in chain if comm.startswith("sshd")]  # sessions are sshd-session on OpenSSH >= 9.8
+    session, listener = sshds[0], sshds[-1]
+    assert session != listener, chain
+    before = {pid: sched_state(vm.shell, pid) for pid in (listener, session)}
+    result = agent.apply(vm.shell, HintDocument(hints=[
+        SetSched(pid=listener, nice=19, policy="idle"), SetSched(pid=session, nice=19, policy="idle"),
+        SetSched(pid=listener, nice=19), SetSched(pid=session, policy="batch"),
+        SetAffinity(pid=listener, cpus=[1]),
+        MigratePages(pid=listener, from_nodes=[0], to_nodes=[1])]))
+    print(f"session {chain}: " + "; ".join(f"{r.status}: {r.reason}" for r in result.results))
+    assert [r.status for r in result.results] == ["rejected"] * 5 + ["applied"]
+    for r in result.results[:5]:
+        assert "is protected (the SSH daemon, the harness's only way into the guest)" in r.reason, r.reason
+    assert "leaving out CPU(s) [0]" in result.results[4].reason
+    assert {pid: sched_state(vm.shell, pid) for pid in (listener, session)} == before
+    back = agent.apply(vm.shell, HintDocument(hints=[MigratePages(pid=listener, from_nodes=[1], to_nodes=[0])]))
+    assert back.all_applied, back
+    logged = agent.audit_log(vm.shell)[-7:-2]
+    assert [(e["status"], e["hint"]["kind"]) for e in logged] == [("rejected", "set_sched")] * 4 + [
+        ("rejected", "set_affinity")]
+
+    # The shell that runs the agent is its ancestor (the agent prints its result, then the shell its pid).
+    agent.upload_text(vm.shell, ANCESTOR_SCRIPT, "/tmp/ancestor.sh")
+    lines = vm.shell.run("sh /tmp/ancestor.sh").stdout.splitlines()
+    status, shell_pid = lines[-1].split()
+    (refused,) = json.loads("\n".join(lines[:-1]))["results"]
+    assert status == "3" and refused["status"] == "rejected", lines
+    assert refused["reason"].startswith(f"pid {shell_pid} (sh) is protected (an ancestor of the agent"), refused
+
+    # A name the administrator lists in the guest is protected too.
+    sleeper = int(vm.shell.run("setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $!").stdout)
+    try:
+        vm.shell.run("mkdir -p /etc/llamas-agent && printf '# keep\\nsleep  # a test\\n' > /etc/llamas-agent/protected")
+        listed = agent.apply(vm.shell, HintDocument(hints=[SetSched(pid=sleeper, policy="idle")]))
+        assert "is protected (listed in /etc/llamas-agent/protected)" in listed.results[0].reason, listed
+    finally:
+        vm.shell.run(f"rm -f /etc/llamas-agent/protected; kill {sleeper}", check=False)
+
+    # SSH still answers: a fresh connection, a command, at once.
+    fresh = GuestShell(vm.shell.port, vm.shell.client_key, vm.shell.host_key)
+    try:
+        fresh.wait_ready(30, alive=lambda: True)
+        assert fresh.run("echo ok").stdout.strip() == "ok"
+    finally:
+        fresh.close()
 
 
 def test_move_larger_than_free_memory_is_rejected(vm, workload):
