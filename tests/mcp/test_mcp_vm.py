@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import time
 import jsonschema
 import pytest
 from mcp import Client, StdioServerParameters
+from mcp.client.stdio import stdio_client
 
 from testbed.mcp import audit
 
@@ -45,16 +47,20 @@ def _gone(pid: int) -> bool:
     return False
 
 
+def _server(pidfile, *args: str) -> StdioServerParameters:
+    """`testbed mcp ARGS` under the SDK's stdio client; its pid is written to `pidfile`."""
+    argv = [sys.executable, "-m", "testbed.cli", "mcp", *args]
+    return StdioServerParameters(command="sh", args=["-c", f'echo $$ > {pidfile}; exec "$0" "$@"', *argv],
+                                 env=dict(os.environ))
+
+
 @pytest.fixture(scope="module")
 def session(tmp_path_factory, guest_image):
     """Run the whole session; return what each call gave, the tools listed, the audit file and the pids."""
     tmp = tmp_path_factory.mktemp("mcp")
     pidfile, audit_path = tmp / "server.pid", tmp / "audit.jsonl"
-    argv = [sys.executable, "-m", "testbed.cli", "mcp", "dram-nvm", "--latency", "emulated",
-            "--fast-node-free-mib", "128", "--max-actions", "2", "--max-guest-seconds", "400",
-            "--audit", str(audit_path)]
-    params = StdioServerParameters(command="sh", args=["-c", f'echo $$ > {pidfile}; exec "$0" "$@"', *argv],
-                                   env=dict(os.environ))
+    params = _server(pidfile, "dram-nvm", "--latency", "emulated", "--fast-node-free-mib", "128",
+                     "--max-actions", "2", "--max-guest-seconds", "400", "--audit", str(audit_path))
     got: dict = {"calls": []}
 
     async def main():
@@ -173,3 +179,29 @@ def test_every_call_is_in_the_audit_file(session):
 def test_the_guest_goes_with_the_client(session):
     assert session["qemus"], "the server had no guest QEMU while it served"
     assert _gone(session["server_pid"]) and all(map(_gone, session["qemus"]))
+
+
+def test_sigterm_in_the_middle_of_a_call_shuts_the_guest_down(tmp_path, guest_image):
+    """SIGTERM while a tool runs (a DAMON gather): the command ends, its guest with it, no traceback."""
+    pidfile, errlog_path = tmp_path / "server.pid", tmp_path / "stderr.txt"
+    params = _server(pidfile, "dram-cxl", "--audit", str(tmp_path / "audit.jsonl"))
+
+    async def main(errlog):
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            await client.call_tool("list_workloads", {})
+            pid = int(pidfile.read_text())
+            qemus = _guest_qemus(pid)
+            pending = asyncio.ensure_future(client.call_tool("gather_state", {"damon_seconds": 20}))
+            await asyncio.sleep(4)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not (_gone(pid) and all(map(_gone, qemus))):
+                await asyncio.sleep(0.5)
+            pending.cancel()
+            return pid, qemus
+
+    with errlog_path.open("w") as errlog:
+        pid, qemus = asyncio.run(main(errlog))
+    stderr = errlog_path.read_text()
+    assert qemus and _gone(pid) and all(map(_gone, qemus)), stderr[-3000:]
+    assert "terminated by SIGTERM; guest shut down" in stderr and "Traceback" not in stderr, stderr[-3000:]
