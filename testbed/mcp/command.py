@@ -5,12 +5,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio
 from rich.console import Console
 
+from mcp import Client
+
+from .. import llm_server
+from ..evaluation import workload as _workload
 from ..launcher import BootOptions, load_topology
-from ..llm_client import DEFAULT_TIMEOUT_S
+from ..llm_client import DEFAULT_TIMEOUT_S, ChatClient, Endpoint
 from . import audit, loop, server
 from .budget import Budget
 from .machine import LATENCY_MODES, started
@@ -22,9 +28,8 @@ err = Console(stderr=True)
 def cmd_mcp(args: argparse.Namespace) -> int:
     """Boot, serve MCP on stdio until the client goes, shut down."""
     topo = load_topology(args.topology)
-    budget = Budget(actions=args.max_actions, guest_seconds=args.max_guest_seconds, calls=args.max_calls)
+    budget, options = session_settings(args)
     path = args.audit or audit.default_path(topo.name)
-    options = BootOptions(accel=args.accel, append=args.append, boot_timeout=args.boot_timeout)
     with contextlib.ExitStack() as stack:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the MCP wire: nothing else may reach it
             machine = stack.enter_context(started(topo, args.latency, options, err, args.fast_node_free_mib))
@@ -37,14 +42,16 @@ def cmd_mcp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_session_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("topology", help="topology name or file")
-    p.add_argument("--latency", choices=LATENCY_MODES, default="advertised",
-                   help="emulated: TCG with the latency plugin (slow nodes feel slow, per-node counters)")
+def _add_session_args(p: argparse.ArgumentParser, latency: str, guest_seconds: float) -> None:
+    """The machine and the budget of one session: `testbed mcp` and `testbed agent-loop` alike."""
+    p.add_argument("--latency", choices=LATENCY_MODES, default=latency,
+                   help="emulated: TCG with the latency plugin (slow nodes feel slow, per-node counters); "
+                        "advertised: HMAT figures only")
     p.add_argument("--fast-node-free-mib", type=int, metavar="MIB",
                    help="hold the fastest node down to this much free memory (as an evaluation matrix can)")
     p.add_argument("--max-actions", type=int, default=20, help="hint documents the session may apply")
-    p.add_argument("--max-guest-seconds", type=float, default=1800, help="guest time for workloads and DAMON")
+    p.add_argument("--max-guest-seconds", type=float, default=guest_seconds,
+                   help="guest time for workloads and DAMON")
     p.add_argument("--max-calls", type=int, default=500, help="tool calls of any kind")
     p.add_argument("--accel", choices=("auto", "kvm", "tcg"), default="auto",
                    help="advertised mode only (emulated mode is TCG)")
@@ -52,10 +59,16 @@ def _add_session_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--boot-timeout", type=float, default=300.0, help="seconds to wait for SSH")
 
 
+def session_settings(args: argparse.Namespace) -> tuple[Budget, BootOptions]:
+    return (Budget(actions=args.max_actions, guest_seconds=args.max_guest_seconds, calls=args.max_calls),
+            BootOptions(accel=args.accel, append=args.append, boot_timeout=args.boot_timeout))
+
+
 def add_parser(sub) -> None:
     """Register `mcp` and `agent-loop` on the `testbed` command's subparsers."""
     m = sub.add_parser("mcp", help="boot a topology and serve it to an agent over MCP (stdio)")
-    _add_session_args(m)
+    m.add_argument("topology", help="topology name or file")
+    _add_session_args(m, "advertised", 1800)
     m.add_argument("--audit", type=Path, help="the session's audit file (default: the cache's mcp-audit/)")
     m.set_defaults(func=cmd_mcp)
 
@@ -79,13 +92,83 @@ def add_parser(sub) -> None:
                    help="rebuild the figures files from a transcript, without the model or a guest")
     a.add_argument("--answers-from", type=Path, metavar="TRANSCRIPT",
                    help="run again with the model's turns taken from a transcript instead of asking a model")
-    _add_session_args_loop(a)
-    a.set_defaults(func=loop.cmd_agent_loop)
+    _add_session_args(a, "emulated", 3600)
+    a.set_defaults(func=cmd_agent_loop)
 
 
-def _add_session_args_loop(p: argparse.ArgumentParser) -> None:
-    """The server's options that the loop passes on to its `testbed mcp`."""
-    p.add_argument("--latency", choices=LATENCY_MODES, default="emulated")
-    p.add_argument("--fast-node-free-mib", type=int, metavar="MIB", default=None)
-    p.add_argument("--max-actions", type=int, default=20)
-    p.add_argument("--max-guest-seconds", type=float, default=3600)
+def _params(pairs: list[str]) -> dict:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"testbed agent-loop: --params {pair!r}: give KEY=VALUE")
+        for kind in (int, float):
+            with contextlib.suppress(ValueError):
+                value = kind(value)
+                break
+        params[key] = value
+    return params
+
+
+def _say(rows: list[dict], out: Path) -> None:
+    for row in rows:
+        what = f"{row['primary']}={row['value']:,.1f}" if row["ok"] else f"failed: {str(row['error'])[:100]}"
+        err.print(f"round {row['round']}: {what}  model calls={row['model_calls']} errors={row['model_errors']} "
+                  f"hints applied={row['hints_applied']} rejected={row['hints_rejected']} "
+                  f"miss share={row['miss_share']}", highlight=False)
+    print(f"wrote {out}/: transcript.json figures.json figures.csv audit.jsonl")
+
+
+def cmd_agent_loop(args: argparse.Namespace) -> int:
+    """Rounds of acting and measuring on a fresh guest (or, with --replay, the figures of a transcript)."""
+    try:
+        if args.replay:
+            out = args.out or args.replay.parent
+            _say(loop.write_figures(out, loop.Transcript.read(args.replay)), out)
+            return 0
+        if not args.topology or not args.workload or not args.out:
+            raise SystemExit("testbed agent-loop: give TOPOLOGY, --workload and --out (or --replay TRANSCRIPT)")
+        _workload.load(_workload.resolve(args.workload))
+        recorded = loop.Transcript.read(args.answers_from) if args.answers_from else None
+    except (OSError, ValueError) as exc:  # a missing or malformed file, an unknown workload
+        raise SystemExit(f"testbed agent-loop: {exc}") from None
+    topo = load_topology(args.topology)
+    args.out.mkdir(parents=True, exist_ok=True)
+    settings = loop.Settings(args.workload, _params(args.params), args.rounds, args.out, args.max_turns,
+                             args.time_limit)
+    budget, options = session_settings(args)
+    with contextlib.ExitStack() as stack:
+        if recorded is not None:
+            model, endpoint = loop.RecordedModel(recorded, recorded.tool_mode == "native"), "none (recorded)"
+            mode = recorded.tool_mode
+        else:
+            model, endpoint, mode = _model(args, stack)
+        transcript = loop.Transcript(topo.name, settings.workload, settings.params, settings.rounds, model.name,
+                                     endpoint, mode, args.latency, datetime.now(UTC).isoformat(timespec="seconds"))
+        # An interrupted loop keeps the figures of the rounds it finished.
+        stack.callback(lambda: transcript.events and _say(loop.write_figures(args.out, transcript), args.out))
+        machine = stack.enter_context(started(topo, args.latency, options, err, args.fast_node_free_mib))
+        log = audit.AuditLog(args.out / "audit.jsonl")
+        stack.callback(log.close)
+        mcp_server = server.build(Toolbox(machine, budget), log)
+
+        async def main() -> loop.Transcript:
+            async with Client(mcp_server) as client:
+                return await loop.run(client, model, settings, transcript)
+
+        anyio.run(main)
+    return 0
+
+
+def _model(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[loop.Model, str, str]:
+    """The model to ask: the endpoint named, or the local llama.cpp server (started here, stopped on exit)."""
+    endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout)
+    local = endpoint is None
+    if local:
+        served = stack.enter_context(llm_server.local_server())
+        endpoint = Endpoint(served.base_url, served.model, timeout=args.timeout, fold_system=served.fold_system)
+    client = ChatClient(endpoint)
+    mode = args.tool_mode if args.tool_mode != "auto" else ("json" if local else "native")
+    name = client.model()
+    model = loop.NativeModel(client, name) if mode == "native" else loop.JsonModel(client, name)
+    return model, "local llama.cpp server" if local else endpoint.base_url, mode

@@ -1,8 +1,8 @@
 """`testbed agent-loop`: a reference agent that gives an OpenAI-compatible model the MCP tools, round by round.
 
-The loop boots the topology, builds the same MCP server `testbed mcp` serves
-and talks to it with the SDK's client (in process: the guest lives and dies
-with this command).  Round 0 measures the workload untouched; in each round
+The command (command.py) boots the topology and builds the same MCP server
+that `testbed mcp` serves; `run` talks to it with the SDK's client (in
+process: the guest lives and dies with the command).  Round 0 measures the workload untouched; in each round
 after it the model may call tools (look, act, undo) until it answers without
 a call, and then the loop runs the workload again.  Everything is recorded in
 `transcript.json` as it happens: the messages sent, each model turn, each tool
@@ -19,30 +19,20 @@ chat template has no tools, such as the local llama.cpp server's Gemma format.
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-import anyio
 from rich.console import Console
 
 from mcp import Client
 
-from .. import llm_server
 from ..evaluation import workload as _workload
 from ..files import write_atomic
-from ..launcher import BootOptions, load_topology
-from ..llm_client import ChatClient, Endpoint, LLMError
-from . import audit, server
-from .budget import Budget
-from .machine import started
-from .tools import Toolbox
+from ..llm_client import ChatClient, LLMError
 
 TRANSCRIPT_VERSION = 1
 RESULT_CHARS = 3000  # of one tool result, as the model sees it
@@ -362,82 +352,3 @@ async def run(client: Client, model: Model, settings: Settings, transcript: Tran
     transcript.finished = True
     transcript.write(settings.out)
     return transcript
-
-
-# ---- the command -----------------------------------------------------------
-
-
-def _params(pairs: list[str]) -> dict:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"testbed agent-loop: --params {pair!r}: give KEY=VALUE")
-        for kind in (int, float):
-            with contextlib.suppress(ValueError):
-                value = kind(value)
-                break
-        params[key] = value
-    return params
-
-
-def _say(rows: list[dict], out: Path) -> None:
-    for row in rows:
-        what = f"{row['primary']}={row['value']:,.1f}" if row["ok"] else f"failed: {str(row['error'])[:100]}"
-        err.print(f"round {row['round']}: {what}  model calls={row['model_calls']} errors={row['model_errors']} "
-                  f"hints applied={row['hints_applied']} rejected={row['hints_rejected']} "
-                  f"miss share={row['miss_share']}", highlight=False)
-    print(f"wrote {out}/: transcript.json figures.json figures.csv audit.jsonl")
-
-
-def cmd_agent_loop(args: argparse.Namespace) -> int:
-    if args.replay:
-        transcript = Transcript.read(args.replay)
-        out = args.out or args.replay.parent
-        rows = write_figures(out, transcript)
-        _say(rows, out)
-        return 0
-    if not args.topology or not args.workload or not args.out:
-        raise SystemExit("testbed agent-loop: give TOPOLOGY, --workload and --out (or --replay TRANSCRIPT)")
-    topo = load_topology(args.topology)
-    _workload.load(_workload.resolve(args.workload))
-    args.out.mkdir(parents=True, exist_ok=True)
-    recorded = Transcript.read(args.answers_from) if args.answers_from else None
-    settings = Settings(args.workload, _params(args.params), args.rounds, args.out, args.max_turns,
-                        args.time_limit)
-    options = BootOptions(accel="tcg" if args.latency == "emulated" else "auto")
-    budget = Budget(actions=args.max_actions, guest_seconds=args.max_guest_seconds)
-    with contextlib.ExitStack() as stack:
-        if recorded is not None:
-            model, endpoint, mode = RecordedModel(recorded, recorded.tool_mode == "native"), "none (recorded)", \
-                recorded.tool_mode
-        else:
-            model, endpoint, mode = _model(args, stack)
-        transcript = Transcript(topo.name, settings.workload, settings.params, settings.rounds, model.name, endpoint,
-                                mode, args.latency, datetime.now(UTC).isoformat(timespec="seconds"))
-        machine = stack.enter_context(started(topo, args.latency, options, err, args.fast_node_free_mib))
-        log = audit.AuditLog(args.out / "audit.jsonl")
-        stack.callback(log.close)
-        mcp_server = server.build(Toolbox(machine, budget), log)
-
-        async def main() -> Transcript:
-            async with Client(mcp_server) as client:
-                return await run(client, model, settings, transcript)
-
-        anyio.run(main)
-    _say(write_figures(args.out, transcript), args.out)
-    return 0
-
-
-def _model(args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Model, str, str]:
-    """The model to ask: the endpoint named, or the local llama.cpp server (started here, stopped on exit)."""
-    endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout)
-    local = endpoint is None
-    if local:
-        served = stack.enter_context(llm_server.local_server())
-        endpoint = Endpoint(served.base_url, served.model, timeout=args.timeout, fold_system=served.fold_system)
-    client = ChatClient(endpoint)
-    mode = args.tool_mode if args.tool_mode != "auto" else ("json" if local else "native")
-    name = client.model()
-    model = NativeModel(client, name) if mode == "native" else JsonModel(client, name)
-    return model, "local llama.cpp server" if local else endpoint.base_url, mode
