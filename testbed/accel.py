@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .image import cache_root
-from .process import child_dies_with_parent
+from .process import check_stop, start_child
 
 PROBE_TIMEOUT_S = 20.0
 
@@ -32,7 +32,7 @@ def _probe_key(qemu: str, kernel: Path) -> str:
 def _boots_under_kvm(qemu: str, kernel: Path) -> tuple[bool, str]:
     argv = [qemu, "-accel", "kvm", "-cpu", "host", "-m", "256M", "-nodefaults", "-display", "none",
             "-no-reboot", "-serial", "stdio", "-kernel", str(kernel), "-append", "console=ttyS0 panic=-1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=child_dies_with_parent)
+    proc = start_child(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     seen = b""
     try:
         selector = selectors.DefaultSelector()
@@ -49,6 +49,7 @@ def _boots_under_kvm(qemu: str, kernel: Path) -> tuple[bool, str]:
     finally:
         proc.kill()
         proc.wait()
+        check_stop()  # a probe cut short by Ctrl-C says nothing about KVM: never cache it
 
 
 def _failure_reason(output: str) -> str:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from .latency import probe as latency_probe
 from .latency.emulated import EmulatedMachine
 from .launcher import BootOptions, booted, load_topology
 from .mcp import command as mcp_command
-from .process import Terminated, raise_on_termination
+from .process import Terminated, check_stop, stop_requested, stop_signals
 from .qmp import MonitorError
 from .report import print_reports
 from .ssh import GuestCommandError
@@ -130,6 +132,8 @@ def _add_boot_args(p: argparse.ArgumentParser) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="testbed", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log each step on stderr (QEMU started, SSH banner, guest commands, shutdown)")
     sub = p.add_subparsers(dest="cmd", required=True)
     v = sub.add_parser("validate", help="boot topologies and check what the guest sees")
     v.add_argument("topologies", nargs="*", help="names or files (default: all in topologies/)")
@@ -158,18 +162,26 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    raise_on_termination()
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        err.print("interrupted; guest shut down")
-        return 130
-    except Terminated as exc:
-        err.print(f"{exc}; guest shut down")
-        return 143
-    except EXPECTED_ERRORS as exc:
-        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-        return 2
+    if args.verbose:  # the testbed's own steps only: the libraries' retries while a guest boots are noise
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        logging.getLogger("testbed").addHandler(handler)
+        logging.getLogger("testbed").setLevel(logging.INFO)
+    with stop_signals():
+        try:
+            status = args.func(args)
+            check_stop()  # a signal that came while the command was ending still ends it as interrupted
+            return status
+        except (KeyboardInterrupt, Terminated):
+            pass
+        except EXPECTED_ERRORS as exc:
+            if stop_requested() is None:  # else the error is the interrupt's doing: say what happened instead
+                err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+                return 2
+        stop = stop_requested() or signal.SIGINT  # an interrupt raised before the handlers: Python's own
+        err.print("interrupted; guest shut down" if stop == signal.SIGINT else
+                  f"terminated by {stop.name}; guest shut down")
+        return 130 if stop == signal.SIGINT else 143
 
 
 if __name__ == "__main__":

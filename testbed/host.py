@@ -22,6 +22,9 @@ TOOLS = {
     "ssh-keygen": "openssh-client",
     "ssh": "openssh-client",
     "gcc": "gcc",
+    # the redis workload's adapter is tested against the real server and load generator on the host
+    "redis-server": "redis-server",
+    "redis-benchmark": "redis-tools",
 }
 BACKPORTS_SOURCE = Path("/etc/apt/sources.list.d/llamas-backports.sources")
 BACKPORTS = """Types: deb

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +13,8 @@ from rich.console import Console
 from . import accel, host, image
 from .topology import Topology, load, resolve
 from .vm import VM
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,7 @@ def booted(topology: Topology, options: BootOptions, console: Console) -> Iterat
     """A guest of `topology`, ready over SSH with its CXL nodes online; gone on exit."""
     host.ensure()
     img = image.ensure(console)
+    log.info("host and image %s ready; choosing the accelerator", img.digest[:16])
     chosen, why = accel.choose(options.accel, host.QEMU, options.kernel or img.kernel)
     console.print(f"[dim]booting {topology.name} under {chosen.upper()} ({why})[/dim]")
     vm = VM(topology, img, chosen, kernel=options.kernel, initrd=options.initrd, append=options.append,

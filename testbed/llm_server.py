@@ -27,7 +27,7 @@ from pathlib import Path
 
 from .image import cache_root
 from .ports import free_port
-from .process import child_dies_with_parent
+from .process import signals_deferred, start_child
 
 LOCAL_MODEL = "gemma3-270m-q4_k_m"
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
@@ -122,13 +122,14 @@ def local_server(model: Path | None = None, start_timeout: float = START_TIMEOUT
     with tempfile.TemporaryDirectory(prefix="llamas-llm-") as tmp:
         log = Path(tmp) / "server.log"
         with log.open("wb") as out:
-            proc = subprocess.Popen(server_argv(model, port), stdin=subprocess.DEVNULL, stdout=out,
-                                    stderr=subprocess.STDOUT, preexec_fn=child_dies_with_parent)
+            proc = start_child(server_argv(model, port), stdin=subprocess.DEVNULL, stdout=out,
+                               stderr=subprocess.STDOUT)
         try:
             _wait_ready(proc, base_url, log, start_timeout)
             yield LocalServer(base_url, LOCAL_MODEL, proc.pid)
         finally:
-            _stop(proc)
+            with signals_deferred():
+                _stop(proc)
 
 
 def _wait_ready(proc: subprocess.Popen, base_url: str, log: Path, timeout: float) -> None:

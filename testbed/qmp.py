@@ -11,6 +11,10 @@ from typing import Any
 from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
+from .process import check_stop
+
+COMMAND_TIMEOUT_S = 60.0  # no command the testbed sends takes long; a QEMU that does not answer is stuck
+
 
 class MonitorError(RuntimeError):
     """QMP could not be reached or a command failed."""
@@ -22,18 +26,22 @@ class Monitor:
     def __init__(self, socket_path: Path):
         self.socket_path = socket_path
         self._qmp: QEMUMonitorProtocol | None = None
+        self._timeout = COMMAND_TIMEOUT_S
 
     def connect(self, timeout: float = 10.0, alive: Callable[[], bool] = lambda: True) -> None:
         """Connect and negotiate capabilities, retrying while QEMU creates the socket."""
+        self._timeout = COMMAND_TIMEOUT_S
         deadline = time.monotonic() + timeout
         while True:
             qmp = QEMUMonitorProtocol(str(self.socket_path))
             try:
                 qmp.connect(negotiate=True)
+                qmp.settimeout(self._timeout)
                 self._qmp = qmp
                 return
             except (QMPError, OSError) as exc:
                 qmp.close()
+                check_stop()  # qemu.qmp wraps what a signal raises mid-handshake in its own error
                 if not alive():
                     raise MonitorError("QEMU exited before its QMP socket answered") from None
                 if time.monotonic() > deadline:
@@ -47,6 +55,8 @@ class Monitor:
             return self._qmp.cmd(name, **args)
         except QMPError as exc:
             raise MonitorError(f"QMP {name} failed: {exc}") from None
+        except TimeoutError:
+            raise MonitorError(f"QMP {name}: no answer from QEMU within {self._timeout:g} s") from None
 
     def status(self) -> str:
         """'running', 'paused', 'shutdown', ... as QEMU reports it."""
@@ -65,12 +75,15 @@ class Monitor:
         finally:
             self.command("cont")
 
-    def quit(self) -> None:
-        """Ask QEMU to exit; the connection drops as it does."""
+    def quit(self, timeout: float = 5.0) -> None:
+        """Ask QEMU to exit, waiting at most `timeout` for its answer; the connection drops as it does."""
+        self._timeout = timeout  # a stopped or wedged QEMU must not hold shutdown up
+        if self._qmp is not None:
+            self._qmp.settimeout(timeout)
         try:
             self.command("quit")
         except (MonitorError, OSError, EOFError):
-            pass  # QEMU may close the socket before it answers
+            pass  # QEMU may close the socket before it answers, or not answer at all (then: SIGTERM)
 
     def close(self) -> None:
         if self._qmp is not None:

@@ -19,9 +19,30 @@ import paramiko
 from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
+from .process import check_stop
+
 # paramiko logs every refused handshake while a guest boots; keep it quiet
 # unless the application configures logging itself.
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+log = logging.getLogger(__name__)
+
+
+class _BannerSeen(logging.Filter):
+    """Turns paramiko's "Connected (version ...)" into our own event: the guest's sshd answered, the handshake is on.
+
+    Every record of paramiko's transport is dropped: a boot retries the handshake many times, each
+    failure logged with a traceback, and a real failure reaches the caller as an exception anyway.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.getMessage().startswith("Connected (version"):
+            log.info("SSH banner from the guest; handshake under way")
+        return False
+
+
+_transport_log = logging.getLogger("paramiko.transport")
+_transport_log.setLevel(logging.INFO)
+_transport_log.addFilter(_BannerSeen())
 
 
 class GuestCommandError(RuntimeError):
@@ -69,6 +90,7 @@ class GuestShell:
         deadline = time.monotonic() + timeout
         last_error: Exception | None = None
         while time.monotonic() < deadline:
+            check_stop()
             if not alive():
                 raise ConnectionError("QEMU exited before SSH came up")
             conn = self._new_connection()
@@ -96,7 +118,9 @@ class GuestShell:
         try:
             r = self.connection.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
         except CommandTimedOut:
+            check_stop()
             raise GuestCommandError(command, None, f"timed out after {timeout} s") from None
+        check_stop()  # a Ctrl-C that a layer below turned into a failed or finished command
         result = CommandResult(command, r.exited, r.stdout, r.stderr)
         if check and not result.ok:
             raise GuestCommandError(command, result, f"exited with status {result.exit_status}")
@@ -104,7 +128,10 @@ class GuestShell:
 
     def stream(self, command: str) -> int:
         """Run `command` with its output going straight to ours; return its exit status."""
-        return self.connection.run(command, hide=False, warn=True, pty=False, in_stream=False).exited
+        log.info("guest command started: %s", command)
+        status = self.connection.run(command, hide=False, warn=True, pty=False, in_stream=False).exited
+        check_stop()
+        return status
 
     def put(self, local: Path, remote: str) -> None:
         self.connection.put(str(local), remote)

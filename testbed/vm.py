@@ -21,7 +21,7 @@ from uuid import uuid4
 from . import cxl
 from .image import GuestImage
 from .ports import free_port
-from .process import child_dies_with_parent
+from .process import signals_deferred, start_child
 from .qemu_argv import Accel, BootSpec, build_argv
 from .qmp import Monitor, MonitorError
 from .ssh import GuestShell
@@ -93,10 +93,9 @@ class VM:
     def start(self) -> None:
         self._rundir.mkdir(exist_ok=True)  # again after a shutdown, for a second boot
         self._started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(self._rundir / "qemu.stderr", "wb"), preexec_fn=child_dies_with_parent,
-        )
+        self.process = start_child(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=open(self._rundir / "qemu.stderr", "wb"))
+        log.info("%s: QEMU started (pid %d)", self.name, self.process.pid)
         try:
             self.monitor.connect(timeout=15, alive=self.alive)
         except MonitorError as exc:
@@ -124,6 +123,7 @@ class VM:
             raise error(f"{self.name} did not boot: {exc}\n{self.qemu_stderr()}"
                         f"--- serial log (last {SERIAL_TAIL_LINES} lines) ---\n{self.serial_tail()}") from None
         self.boot_seconds = time.monotonic() - self._started_at
+        log.info("%s: SSH ready after %.1f s", self.name, self.boot_seconds)
         return self.boot_seconds
 
     def prepare(self) -> None:
@@ -144,22 +144,29 @@ class VM:
                        f"ln -sf {GUEST_AGENT_PATH}/bin/llamas-agent /usr/local/bin/llamas-agent")
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop QEMU: QMP quit, then SIGTERM, then SIGKILL. Idempotent."""
-        try:
-            self.shell.close()
+        """Stop QEMU: QMP quit, then SIGTERM, then SIGKILL. Idempotent.
+
+        A Ctrl-C or SIGTERM that arrives meanwhile is raised once QEMU is gone, not
+        in the middle, where it would skip the escalation.
+        """
+        with signals_deferred():
             if self.alive():
-                self.monitor.quit()
-        finally:
-            if self.process is not None:
-                for escalate in (self.process.terminate, self.process.kill):
-                    try:
-                        self.process.wait(timeout=timeout / 2)
-                        break
-                    except subprocess.TimeoutExpired:
-                        escalate()
-                self.process.wait()
-            self.monitor.close()
-            shutil.rmtree(self._rundir, ignore_errors=True)
+                log.info("%s: shutting down", self.name)
+            try:
+                self.shell.close()
+                if self.alive():
+                    self.monitor.quit(timeout / 2)
+            finally:
+                if self.process is not None:
+                    for escalate in (self.process.terminate, self.process.kill):
+                        try:
+                            self.process.wait(timeout=timeout / 2)
+                            break
+                        except subprocess.TimeoutExpired:
+                            escalate()
+                    self.process.wait()
+                self.monitor.close()
+                shutil.rmtree(self._rundir, ignore_errors=True)
 
     def __enter__(self) -> VM:
         for attempt in range(2, BOOT_ATTEMPTS + 1):
