@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import queue
 import threading
 import time
@@ -136,12 +137,23 @@ class AuditTrail:
         return result
 
 
+def _quietly(make: Callable[[], T]) -> T:
+    """Construct without the SDK's logging set-up: it gives the root logger a handler, which would show
+    records that loggers below it let through at INFO (paramiko's) on every command's stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        return make()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def build(toolbox: Toolbox, log: AuditLog, runner: Runner | None = None) -> MCPServer:
     """The MCP server for one session on `toolbox`'s machine."""
     run = runner or in_worker_thread()
-    # WARNING: the SDK would otherwise set the root logger to INFO for the whole process.
-    server = MCPServer(name="llamas-testbed", instructions=INSTRUCTIONS, middleware=[AuditTrail(log)],
-                       log_level="WARNING")
+    server = _quietly(lambda: MCPServer(name="llamas-testbed", instructions=INSTRUCTIONS,
+                                        middleware=[AuditTrail(log)], log_level="WARNING"))
 
     async def call(tool: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         def job():
