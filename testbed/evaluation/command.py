@@ -34,7 +34,7 @@ def _load(args: argparse.Namespace) -> tuple[_matrix.Matrix, Path]:
 def cmd_eval(args: argparse.Namespace) -> int:
     """Run a matrix (or re-run a recorded one), print the summary table."""
     # A wide table when the output goes to a file or a pipe (nox, CI logs), not 80 columns.
-    console = Console() if sys.stdout.isatty() else Console(width=170)
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         matrix, out = _load(args)
     except (datafile.DataFileError, manifest.ManifestError) as exc:

@@ -77,6 +77,15 @@ class Matrix(_Strict):
         default=None, gt=0, description="fill the fastest node so only this much stays free: a small "
         "working set then exceeds it (keeps TCG runs short)")
     llm: LlmOptions = Field(default_factory=LlmOptions)
+    duration_s: float | None = Field(
+        default=None, gt=0, description="a time-based timed phase: measure this long after the warm-up "
+        "(None: the workload's own count of operations)")
+    warmup_s: float = Field(default=0, ge=0, description="seconds of the timed phase given to reactive policies "
+                            "to converge; the steady state is measured after it")
+    tick_ms: int = Field(default=250, ge=50, le=10000, description="progress and counter sampling interval")
+    time_scale: Literal["auto"] | float = Field(
+        default=1, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
+        "many times slower, as the emulated machine is; 'auto': the latency calibration's k; 1: as booted")
     _text: str = PrivateAttr(default="")
     _origin: str = PrivateAttr(default="")
 
@@ -92,6 +101,10 @@ class Matrix(_Strict):
             for i, name in enumerate(names):
                 if name in names[:i]:
                     raise ValueError(f"{field}[{i}]={name!r} is listed twice")
+        if self.warmup_s and self.duration_s is None:
+            raise ValueError(f"warmup_s={self.warmup_s} needs a time-based run: set duration_s too")
+        if not isinstance(self.time_scale, str) and not 0 < self.time_scale <= 1000:
+            raise ValueError(f"time_scale={self.time_scale}: want 'auto' or a number in (0, 1000]")
         if self.seeds is not None and len(self.seeds) != self.repeats:
             raise ValueError(f"seeds={self.seeds} has {len(self.seeds)} entries but repeats={self.repeats}")
         return self
@@ -106,6 +119,11 @@ class Matrix(_Strict):
     @property
     def origin(self) -> str:
         return self._origin
+
+    @property
+    def timed_s(self) -> float | None:
+        """The whole time-based timed phase (warm-up and steady state), or None for counted runs."""
+        return None if self.duration_s is None else self.warmup_s + self.duration_s
 
     def seed_of(self, repeat: int) -> int:
         return self.seeds[repeat] if self.seeds is not None else self.seed + repeat
@@ -148,6 +166,10 @@ def _check_files(origin: str, matrix: Matrix) -> None:
             raise datafile.DataFileError(
                 f"{origin}: workloads[{i}]: {ref.name!r} writes no hot map and names no roles, one of which "
                 "policy 'oracle' needs (drop 'oracle' from policies, or run this workload in a matrix of its own)")
+        if matrix.duration_s is not None and not loaded.duration_args:
+            raise datafile.DataFileError(
+                f"{origin}: workloads[{i}]: {ref.name!r} cannot run for a time (its file has no duration_args), "
+                f"which duration_s={matrix.duration_s} needs")
         for key in ref.params:
             if key not in loaded.params:
                 raise datafile.DataFileError(

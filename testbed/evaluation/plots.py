@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: each figure (throughput, p99, ...) per policy per topology, and which node served the traffic.
+"""PNG plots of an evaluation: each figure (throughput, p99, ...) per policy per topology, and which node served the traffic;
+for time-based runs, throughput and the fast node's share of the misses over time.
 
 Figures are built with matplotlib's object API (no pyplot, no global
 state), so they can be inspected in tests and saved without a display.
@@ -6,6 +7,8 @@ state), so they can be inspected in tests and saved without a display.
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -14,7 +17,9 @@ from .results import Run
 from .summary import Row
 
 THROUGHPUT_PNG, NODE_SHARE_PNG = "throughput.png", "node-share.png"
+THROUGHPUT_TIME_PNG, SHARE_TIME_PNG = "throughput-time.png", "share-time.png"
 BAR_SPAN = 0.8  # of each group's width on the x axis
+BIN_S = 1.0     # over-time plots: one point per second (ticks are finer, and noisier)
 
 
 def _ordered(values) -> list[str]:
@@ -81,14 +86,50 @@ def node_share(runs: list[Run]) -> Figure:
     return fig
 
 
-def write(directory: Path, rows: list[Row], runs: list[Run]) -> list[Path]:
-    """Save both plots as PNG into `directory`; return their paths (the node plot only if the counters saw traffic)."""
+Curve = Callable[[Run], list[tuple[float, float]]]
+
+
+def over_time(runs: list[Run], curve: Curve, ylabel: str) -> Figure:
+    """One panel per topology and workload, one line per policy: the median over repeats of `curve(run)` at
+    each time, with a min..max band; a dotted line where the warm-up ends."""
+    runs = [r for r in runs if r.ok and r.series is not None]
+    panels = _ordered((r.topology, r.workload) for r in runs)
+    fig = Figure(figsize=(8, 3.2 * max(1, len(panels))), layout="constrained")
+    axes = fig.subplots(max(1, len(panels)), 1, squeeze=False)[:, 0]
+    for ax, (topo, workload) in zip(axes, panels):
+        mine = [r for r in runs if r.topology == topo and r.workload == workload]
+        for policy in _ordered(r.policy for r in mine):
+            by_time: dict[float, list[float]] = {}
+            for run in (r for r in mine if r.policy == policy):
+                for t, value in curve(run):
+                    by_time.setdefault(t, []).append(value)
+            times = sorted(by_time)
+            line, = ax.plot(times, [statistics.median(by_time[t]) for t in times], label=policy)
+            ax.fill_between(times, [min(by_time[t]) for t in times], [max(by_time[t]) for t in times],
+                            color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.axvline(mine[0].series.warmup_s, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(f"{topo}: {workload}")
+        ax.set_xlabel("seconds into the timed phase")
+        ax.set_ylabel(ylabel)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize="small")
+    return fig
+
+
+def write(directory: Path, rows: list[Row], runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Path]:
+    """Save the plots as PNG into `directory`; return their paths (the node plots only if the counters saw
+    traffic, the over-time plots only for time-based runs)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    fast_nodes = fast_nodes or {}
     written = []
     figures = [(THROUGHPUT_PNG, throughput(rows))]
     if any(c.misses for r in runs for c in r.counters.values()):  # paced-core machines count no memory traffic
         figures.append((NODE_SHARE_PNG, node_share(runs)))
+    if any(r.ok and r.series is not None for r in runs):
+        figures.append((THROUGHPUT_TIME_PNG, over_time(runs, lambda r: r.series.throughput(BIN_S),
+                                                       "operations per second")))
+        figures.append((SHARE_TIME_PNG, over_time(
+            runs, lambda r: r.series.share(fast_nodes.get(r.topology, 0), BIN_S), "fast node's share of misses")))
     for name, fig in figures:
         fig.savefig(directory / name, dpi=110)
         written.append(directory / name)

@@ -22,7 +22,7 @@ from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKn
 from ..llm_client import LLMAnswerError
 from ..ssh import GuestShell
 from ..topology import Topology
-from . import guest_process, hotmap
+from . import guest_process, hotmap, timescale
 from .manifest import LlmExchange
 
 HOTMAP_PATH = "/tmp/llamas-hot.txt"
@@ -55,6 +55,7 @@ class Context:
     # emulator, and its thinking time is not the guest's (the guest's clock stops too).
     paused: Callable[[], AbstractContextManager] = nullcontext
     advisor: Callable[[], Advisor] | None = None      # built on first use (may start a local server)
+    time_scale: float = 1.0                           # the kernel's policy clocks run this many times slower
     exchanges: list[LlmExchange] = field(default_factory=list)
 
 
@@ -145,19 +146,22 @@ def node_span(shell: GuestShell, node: int) -> tuple[int, int]:
     return ids[0] * block, (ids[-1] + 1) * block
 
 
-def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256) -> str:
+def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256, time_scale: float = 1.0) -> str:
     """Shell lines that start one paddr kdamond per (action, start, end, target node) with a DAMOS scheme.
 
     migrate_hot matches regions accessed at all in an aggregation interval;
-    migrate_cold matches regions idle for a second (ten intervals).
+    migrate_cold matches regions idle for ten intervals (a second, unscaled).
+    Its clocks run `time_scale` times slower (see timescale.py).
     """
+    clocks = timescale.damon_intervals(time_scale)
     lines = ["set -e", f"cd {DAMON_ADMIN}", f"echo {len(regions)} > nr_kdamonds"]
     for i, (action, start, end, target) in enumerate(regions):
         ctx, scheme = f"{i}/contexts/0", f"{i}/contexts/0/schemes/0"
         hot = action == "migrate_hot"
         lines += [f"echo 1 > {i}/contexts/nr_contexts", f"echo paddr > {ctx}/operations",
-                  f"echo 5000 > {ctx}/monitoring_attrs/intervals/sample_us",
-                  f"echo 100000 > {ctx}/monitoring_attrs/intervals/aggr_us",
+                  f"echo {clocks['sample_us']} > {ctx}/monitoring_attrs/intervals/sample_us",
+                  f"echo {clocks['aggr_us']} > {ctx}/monitoring_attrs/intervals/aggr_us",
+                  f"echo {clocks['update_us']} > {ctx}/monitoring_attrs/intervals/update_us",
                   f"echo 1 > {ctx}/targets/nr_targets", f"echo 1 > {ctx}/targets/0/regions/nr_regions",
                   f"echo {start} > {ctx}/targets/0/regions/0/start", f"echo {end} > {ctx}/targets/0/regions/0/end",
                   f"echo 1 > {ctx}/schemes/nr_schemes", f"echo {action} > {scheme}/action",
@@ -169,7 +173,7 @@ def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256)
                   f"echo {0 if hot else 10} > {scheme}/access_pattern/age/min",
                   f"echo {2**32 - 1} > {scheme}/access_pattern/age/max",
                   f"echo {quota_mib << 20} > {scheme}/quotas/bytes",
-                  f"echo 1000 > {scheme}/quotas/reset_interval_ms"]
+                  f"echo {clocks['reset_interval_ms']} > {scheme}/quotas/reset_interval_ms"]
     lines += [f"echo on > {i}/state" for i in range(len(regions))]
     return "\n".join(lines)
 
@@ -192,7 +196,8 @@ class Damon(Policy):
         if busy.stdout.strip() != "0":
             raise PolicyError(f"DAMON is already in use (nr_kdamonds={busy.stdout.strip()})")
         fast, slow = node_span(ctx.shell, ctx.fast_node), node_span(ctx.shell, ctx.slow_node)
-        script = damos_script([("migrate_hot", *slow, ctx.fast_node), ("migrate_cold", *fast, ctx.slow_node)])
+        script = damos_script([("migrate_hot", *slow, ctx.fast_node), ("migrate_cold", *fast, ctx.slow_node)],
+                              time_scale=ctx.time_scale)
         result = ctx.shell.run(f"sh -c {shlex.quote(script)}", check=False)
         if not result.ok:
             self.cleanup(ctx)

@@ -4,7 +4,9 @@ results.json is the process boundary (`json_schema()` describes it);
 results.csv holds the same runs flattened, one row each, for spreadsheets:
 figures as `figure.NAME`, the plugin's counters as `counters.NODE.FIELD`
 (node -1: addresses outside every node's range), durations as
-`duration.NAME`.  Both files are rewritten atomically after every run, so an
+`duration.NAME`, the kernel's counters over the timed phase as
+`vmstat.NAME` and `kthread_cpu_s.KIND`, and a time-based run's series as
+one JSON cell, `series`.  Both files are rewritten atomically after every run, so an
 interrupted evaluation keeps every finished run.
 """
 
@@ -19,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..files import write_atomic
 from ..latency.control import Counters
+from .series import Series
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: interrupted, series, vmstat, kthread_cpu_s
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
-_BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "primary",
+_BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at")
 
 
@@ -50,6 +53,8 @@ class Run(BaseModel):
     seed: int
     ok: bool = True
     error: str | None = None
+    interrupted: bool = Field(default=False, description="cut short by Ctrl-C or SIGTERM: neither a result nor a "
+                              "failure (summaries leave it out)")
     primary: str = Field(default="ops_per_s", description="the headline figure's name")
     also: list[str] = Field(default_factory=list, description="figures summarized beside the headline one")
     figures: dict[str, float] = Field(default_factory=dict)
@@ -63,6 +68,12 @@ class Run(BaseModel):
                                   "and by whom (advisor or agent)")
     durations: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     started_at: str = ""
+    series: Series | None = Field(default=None, description="a time-based run's progress and per-node misses "
+                                  "over its timed phase")
+    vmstat: dict[str, int] = Field(default_factory=dict, description="/proc/vmstat's NUMA, promotion, "
+                                   "demotion and migration counters: their change over the timed phase")
+    kthread_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU seconds of the kernel's "
+                                            "policy threads (kdamond, kswapd) over the timed phase")
 
     @property
     def value(self) -> float | None:
@@ -79,6 +90,13 @@ class Run(BaseModel):
         counts = {n: getattr(c, field) for n, c in self.counters.items() if n >= 0}
         total = sum(counts.values())
         return {n: v / total for n, v in sorted(counts.items())} if total else {}
+
+
+    def fast_share(self, node: int) -> float | None:
+        """Share of the misses that `node` served: in the steady state for a time-based run, else over the run."""
+        if self.series is not None and self.series.misses:
+            return self.series.steady_share(node)
+        return self.node_share().get(node)
 
 
 class Results(BaseModel):
@@ -101,10 +119,14 @@ def _columns(runs: list[Run]) -> list[str]:
     figures = sorted({k for r in runs for k in r.figures})
     nodes = sorted({n for r in runs for n in r.counters})
     durations = sorted({k for r in runs for k in r.durations})
+    vmstat = sorted({k for r in runs for k in r.vmstat})
+    threads = sorted({k for r in runs for k in r.kthread_cpu_s})
     rejections = max((len(r.rejections) for r in runs), default=0)
     return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
-            *(f"duration.{k}" for k in durations), *(f"rejection.{i}" for i in range(rejections))]
+            *(f"duration.{k}" for k in durations), *(f"vmstat.{k}" for k in vmstat),
+            *(f"kthread_cpu_s.{k}" for k in threads), *(f"rejection.{i}" for i in range(rejections)),
+            *(["series"] if any(r.series for r in runs) else [])]
 
 
 def _row(run: Run) -> dict[str, str]:
@@ -112,7 +134,11 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"figure.{k}": repr(v) for k, v in run.figures.items()}
     row |= {f"counters.{n}.{f}": str(v) for n, c in run.counters.items() for f, v in c.model_dump().items()}
     row |= {f"duration.{k}": repr(v) for k, v in run.durations.items()}
+    row |= {f"vmstat.{k}": str(v) for k, v in run.vmstat.items()}
+    row |= {f"kthread_cpu_s.{k}": repr(v) for k, v in run.kthread_cpu_s.items()}
     row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
+    if run.series is not None:
+        row["series"] = run.series.model_dump_json()
     return row
 
 
@@ -125,7 +151,7 @@ def to_csv(runs: list[Run]) -> str:
 
 
 def _from_row(row: dict[str, str]) -> Run:
-    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": []}
+    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -139,8 +165,14 @@ def _from_row(row: dict[str, str]) -> Run:
             data["counters"].setdefault(int(node), {})[field] = int(cell)
         elif kind == "rejection":
             data["rejections"].append(cell)  # columns come in index order
+        elif kind == "vmstat":
+            data["vmstat"][rest] = int(cell)
+        elif kind == "kthread_cpu_s":
+            data["kthread_cpu_s"][rest] = float(cell)
+        elif column == "series":
+            data["series"] = Series.model_validate_json(cell)
         else:
-            data[column] = cell == "True" if column == "ok" else cell
+            data[column] = cell == "True" if column in ("ok", "interrupted") else cell
     return Run.model_validate(data)
 
 
@@ -168,6 +200,7 @@ def read(path: Path) -> list[Run]:
     if path.suffix == ".csv":
         return from_csv(text)
     document = Results.model_validate(json.loads(text))
-    if document.schema_version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {document.schema_version}, this testbed reads {SCHEMA_VERSION}")
+    if document.schema_version > SCHEMA_VERSION:  # version 1 is version 2 without its new fields
+        raise ValueError(f"{path}: schema_version {document.schema_version}, this testbed reads "
+                         f"{SCHEMA_VERSION} and older")
     return document.runs

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -33,12 +34,28 @@ from ..image import GuestImage
 from ..latency import calibrate, cores, trim
 from ..latency.emulated import Delays, EmulatedMachine
 from ..llm_client import Endpoint
+from ..process import check_stop, signals_deferred
 from ..topology import Topology
-from . import guest_process, manifest, plots, policies, results, squeeze, summary
+from . import (
+    guest_process,
+    kernel_counters,
+    manifest,
+    plots,
+    policies,
+    results,
+    squeeze,
+    summary,
+    timescale,
+)
 from .matrix import Matrix, RunKey
+from .sampler import Sampler
+from .series import Series
+from .workload import Workload, ticks
 from .workload import roles as workload_roles
 
+log = logging.getLogger(__name__)
 LEFTOVER_STOP_S = 30
+STEADY = "steady_ops_per_s"  # a time-based run's headline: operations per second after the warm-up
 # Every run starts from first touch alone. Debian's kernel boots with NUMA balancing in mode 1,
 # whose hint faults tripled the memory accesses per operation of a policy-less run here;
 # only the policies that ask for it (kernel-tiering, or advice) turn it on, and undo turns it off.
@@ -84,7 +101,7 @@ class Evaluation:
         rows = summary.summarize(self.runs, fast_nodes=self.fast_nodes)
         summary.write(out, rows)
         if rows:
-            plots.write(out, rows, self.runs)
+            plots.write(out, rows, self.runs, self.fast_nodes)
         manifest.write(out, self.manifest)
         return rows
 
@@ -96,23 +113,23 @@ def fastest_nodes(topo: Topology) -> list[int]:
     return sorted(nodes, key=lambda n: (targets.get(n, (float("inf"),))[0], n))
 
 
-def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> Delays:
-    """The per-node delays for the matrix's latency mode, recording calibration in the manifest."""
+def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, float | None]:
+    """The per-node delays for the matrix's latency mode and its k (felt / target), recorded in the manifest."""
     topo = machine.topology
     if machine.paces_cores:  # cores of different speed: felt through pacing, memory latency not emulated
         evaluation.manifest.plugin[topo.name] = {"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
                                                  "pace_permille": {str(c): p for c, p in cores.ensure(machine).items()}}
-        return {n.id: (0, 0) for n in topo.nodes}
+        return {n.id: (0, 0) for n in topo.nodes}, None
     if evaluation.matrix.latency != "emulated":
-        return {n.id: (0, 0) for n in topo.nodes}
+        return {n.id: (0, 0) for n in topo.nodes}, None
     cal = calibrate.ensure(machine)
     targets = calibrate.targets(topo)
     trimmed = trim.ensure(machine, cal, targets)
     evaluation.manifest.plugin[topo.name] = {
         "cache": asdict(machine.cache), "calibration": asdict(cal),
         "targets_ns": {str(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
-        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}}
-    return trimmed.delays
+        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}, "k": cal.scale(targets)}
+    return trimmed.delays, cal.scale(targets)
 
 
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
@@ -127,9 +144,32 @@ def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
                 task = progress.add_task(f"{name}: booting", total=len(group))
                 _run_topology(evaluation, image, name, group, progress, task, total)
     finally:
-        evaluation.close()
-        rows = evaluation.write()
+        with signals_deferred():  # a second Ctrl-C must not cut the finished runs' files short
+            evaluation.close()
+            rows = evaluation.write()
     return rows
+
+
+@dataclass(frozen=True)
+class Bench:
+    """One booted topology as its runs see it."""
+
+    machine: EmulatedMachine
+    fast: int               # the fastest memory node
+    slow: int               # the next one
+    delays: Delays          # felt in the timed phase
+    zero: Delays            # everywhere else
+    time_scale: float = 1.0  # the kernel's policy clocks run this many times slower
+
+
+def _time_scale(evaluation: Evaluation, machine: EmulatedMachine, k: float | None) -> float:
+    """Resolve the matrix's time scale and slow NUMA balancing's clocks by it, recorded in the manifest."""
+    factor = timescale.resolve(evaluation.matrix.time_scale, k)
+    record = {"requested": evaluation.matrix.time_scale, "factor": factor}
+    if factor != 1:
+        record["knobs"] = timescale.numa_balancing(machine.vm.shell, factor)
+    evaluation.manifest.plugin.setdefault(machine.topology.name, {})["time_scale"] = record
+    return factor
 
 
 def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: list[RunKey],
@@ -140,10 +180,11 @@ def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     evaluation.fast_nodes[name] = fast
     with EmulatedMachine(topo, image) as machine:
         shell = machine.vm.shell
-        delays = _delays(machine, evaluation)
+        delays, k = _delays(machine, evaluation)
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
         evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)
-        zero = {n: (0, 0) for n in delays}
+        bench = Bench(machine, fast, slow, delays, {n: (0, 0) for n in delays},
+                      _time_scale(evaluation, machine, k))
         held = None
         if evaluation.matrix.fast_node_free_mib:
             held = squeeze.squeeze(shell, fast, evaluation.matrix.fast_node_free_mib)
@@ -151,13 +192,18 @@ def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: li
         installed: set[str] = set()
         try:
             for key in keys:
+                check_stop()  # between runs
                 progress.update(task, description=f"{name}: {key.workload} {key.policy} #{key.repeat}")
                 if key.workload not in installed:
                     evaluation.matrix.workload(key.workload).install(shell)
                     installed.add(key.workload)
-                run = run_one(evaluation, machine, key, fast, slow, delays, zero)
-                evaluation.runs.append(run)
-                results.write(evaluation.settings.out, evaluation.runs)
+                run = new_run(evaluation.matrix, key)
+                try:
+                    run_one(evaluation, bench, key, run)
+                finally:  # an interrupted run is kept too, marked as such
+                    evaluation.runs.append(run)
+                    results.write(evaluation.settings.out, evaluation.runs)
+                    log.info("run %d of %s written", len(evaluation.runs), name)
                 progress.advance(task)
                 progress.advance(total)
                 _say(evaluation.console, run)
@@ -189,52 +235,81 @@ def _phase(run: results.Run, name: str) -> Iterator[None]:
         run.durations[name] = round(time.monotonic() - started, 3)
 
 
-def run_one(evaluation: Evaluation, machine: EmulatedMachine, key: RunKey, fast: int, slow: int,
-            delays: Delays, zero: Delays) -> results.Run:
-    """One run; a failure is recorded in the run (ok=False, error) rather than raised, an interrupt is raised."""
-    matrix, shell = evaluation.matrix, machine.vm.shell
+def new_run(matrix: Matrix, key: RunKey) -> results.Run:
+    """The record of one run, before it starts; a time-based run's headline is its steady state."""
+    workload = matrix.workload(key.workload)
+    primary, also = workload.primary, workload.also
+    if matrix.duration_s is not None:
+        primary, also = STEADY, [workload.primary, *workload.also]
+    return results.Run(topology=key.topology, workload=key.workload, policy=key.policy, repeat=key.repeat,
+                       seed=key.seed, primary=primary, also=also,
+                       started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+
+
+def run_one(evaluation: Evaluation, bench: Bench, key: RunKey, run: results.Run) -> None:
+    """Measure one run into `run`: a failure is recorded in it (ok=False, error); an interrupt marks it and is raised."""
+    matrix, shell = evaluation.matrix, bench.machine.vm.shell
     workload = matrix.workload(key.workload)
     policy = policies.make(key.policy, matrix.llm.every_s, matrix.llm.damon_s)
-    run = results.Run(topology=key.topology, workload=key.workload, policy=key.policy, repeat=key.repeat,
-                      seed=key.seed, primary=workload.primary, also=workload.also,
-                      started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     proc = guest_process.GuestProcess(shell, f"{key.workload}-{key.policy}-{key.repeat}")
-    ctx = policies.Context(shell, machine.topology, proc, fast, slow, key.workload, key.repeat,
+    ctx = policies.Context(shell, bench.machine.topology, proc, bench.fast, bench.slow, key.workload, key.repeat,
                            hotmap=policies.HOTMAP_PATH if workload.hotmap_arg else None,
                            advisor=evaluation.advisor, exchanges=evaluation.manifest.llm, notes=workload.notes,
-                           paused=machine.vm.monitor.paused)
+                           paused=bench.machine.vm.monitor.paused, time_scale=bench.time_scale)
     outcome = policies.Outcome()
     try:
-        machine.set_delays(zero)  # set-up at TCG speed: only the timed phase feels the latency
-        with _phase(run, "setup"):
-            command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
-                                       wait=proc.gate, hotmap=ctx.hotmap)
-            guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
-            if workload.roles:
-                ctx.roles = _roles(workload, proc)
-        with _phase(run, "policy"):
-            outcome += policy.prepare(ctx)
-        machine.set_delays(delays)
-        # Every timed phase starts from an empty cache model: one that followed set-up straight
-        # away would still hold the lines set-up wrote last (dram-nvm's hot tail), and would start
-        # warmer than one after a policy that ran guest work (the agent's gather) in between.
-        machine.control.flush()
-        machine.control.reset()
-        with _phase(run, "timed"):
-            guest_process.release(proc)
-            outcome += _revisits(policy, ctx, workload.timeout_s)
-            output = guest_process.finish(proc, workload.timeout_s)
-        run.set_counters(machine.control.read())
-        run.figures = workload.parse(output)
-    # Ctrl-C and SIGTERM (BaseExceptions) pass: they end the evaluation, not the run.
-    except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
-        run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
+        try:
+            _measure(bench, matrix, workload, key, run, policy, ctx, outcome)
+        except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
+            check_stop()  # unless an interrupt caused it (a layer below swallowed the signal)
+            run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
+    except BaseException as stop:  # Ctrl-C, SIGTERM: they end the evaluation, not just the run
+        run.ok, run.interrupted = False, True
+        run.error = f"interrupted: {type(stop).__name__} {stop}".strip()
+        raise
     finally:
         run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
         run.advice_error, run.rejections = outcome.advice_error, outcome.rejections
         with _phase(run, "reset"):
-            _reset(machine, policy, ctx, zero)
-    return run
+            _reset(bench.machine, policy, ctx, bench.zero)
+
+
+def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run: results.Run,
+             policy: policies.Policy, ctx: policies.Context, outcome: policies.Outcome) -> None:
+    """Set-up with the delays off, the policy at the gate, then the timed phase with the delays on."""
+    machine, proc = bench.machine, ctx.proc
+    machine.set_delays(bench.zero)  # set-up at TCG speed: only the timed phase feels the latency
+    with _phase(run, "setup"):
+        command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
+                                   wait=proc.gate, hotmap=ctx.hotmap, seconds=matrix.timed_s, tick_ms=matrix.tick_ms)
+        guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
+        if workload.roles:
+            ctx.roles = _roles(workload, proc)
+    with _phase(run, "policy"):
+        outcome += policy.prepare(ctx)
+    before = kernel_counters.snapshot(ctx.shell)
+    machine.set_delays(bench.delays)
+    # Every timed phase starts from an empty cache model: one that followed set-up straight
+    # away would still hold the lines set-up wrote last (dram-nvm's hot tail), and would start
+    # warmer than one after a policy that ran guest work (the agent's gather) in between.
+    machine.control.flush()
+    machine.control.reset()
+    with _phase(run, "timed"), Sampler(machine.control, matrix.tick_ms / 1000) as sampler:
+        log.info("%s %s #%d: timed phase", key.workload, key.policy, key.repeat)
+        guest_process.release(proc)
+        outcome += _revisits(policy, ctx, workload.timeout_s)
+        output = guest_process.finish(proc, workload.timeout_s)
+    run.set_counters(machine.control.read())
+    run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, kernel_counters.snapshot(ctx.shell))
+    run.figures = workload.parse(output)
+    if matrix.duration_s is not None:
+        run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.warmup_s, ops=ticks(output),
+                            misses=sampler.points)
+        steady = run.series.steady_rate()
+        if steady is None:
+            raise guest_process.GuestProcessError(f"{proc.tag} printed no progress past the warm-up "
+                                                  f"({len(run.series.ops)} ticks):\n{output[-1000:]}")
+        run.figures[STEADY] = steady
 
 
 def _roles(workload, proc: guest_process.GuestProcess) -> dict[str, list[int]]:

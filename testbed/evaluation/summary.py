@@ -4,7 +4,7 @@ Spread is given both ways: min..max over the repeats and the interquartile
 range.  `clear` says whether a policy's range lies wholly above or below the
 default's (no overlap): a difference larger than the spread across repeats.
 `fast_share` is the median share of memory traffic (the plugin's misses)
-served by the topology's fastest node.  Ratios are policy median / default
+served by the topology's fastest node (after the warm-up, for a time-based run).  Ratios are policy median / default
 median, so above 1 is better for throughput-like figures.
 """
 
@@ -43,6 +43,11 @@ class Row:
     ratio: float | None
     clear: str          # "above", "below", "overlap" (against default), or "" (no comparison)
     fast_share: float | None
+    # What the kernel did in the timed phase (medians over the runs): did a reactive policy act at all?
+    hint_faults: float | None = None
+    promoted: float | None = None      # pages (pgpromote_success)
+    demoted: float | None = None       # pages (pgdemote_kswapd + pgdemote_direct)
+    kdamond_s: float | None = None     # kdamond's CPU seconds
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -72,18 +77,33 @@ def _clear(row: Row, base: Row | None) -> str:
     return "overlap"
 
 
+def _kernel(runs: list[Run]) -> dict[str, float | None]:
+    """Medians of what the kernel did, over the runs that recorded it."""
+    measured = [r for r in runs if r.ok and r.vmstat]
+
+    def median(values: list[float]) -> float | None:
+        return statistics.median(values) if values else None
+
+    return {"hint_faults": median([r.vmstat.get("numa_hint_faults", 0) for r in measured]),
+            "promoted": median([r.vmstat.get("pgpromote_success", 0) for r in measured]),
+            "demoted": median([r.vmstat.get("pgdemote_kswapd", 0) + r.vmstat.get("pgdemote_direct", 0)
+                               for r in measured]),
+            "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured])}
+
+
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
     values = sorted(v for v in (r.figures.get(figure) for r in runs if r.ok) if v is not None)
-    shares = [s[fast_node] for s in (r.node_share() for r in runs if r.ok) if fast_node in s]
+    shares = [s for s in (r.fast_share(fast_node) for r in runs if r.ok) if s is not None]
     stats = (statistics.median(values), values[0], values[-1], *quartiles(values)) if values else (None,) * 5
     return Row(*key, figure=figure, runs=len(runs), failed=len(runs) - len(values),
                median=stats[0], minimum=stats[1], maximum=stats[2], q1=stats[3], q3=stats[4], ratio=None,
-               clear="", fast_share=statistics.median(shares) if shares else None)
+               clear="", fast_share=statistics.median(shares) if shares else None, **_kernel(runs))
 
 
 def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Row]:
     """Rows grouped by topology, then workload, then policy (each in order of first appearance); `fast_nodes` maps topology -> fastest node (default 0)."""
     fast_nodes = fast_nodes or {}
+    runs = [r for r in runs if not r.interrupted]  # cut short by Ctrl-C: neither a figure nor a failure
     rows = [_row(key, group, fast_nodes.get(key[0], 0), figure) for key, group in _group(runs).items()
             for figure in (group[0].primary, *group[0].also)]
     # Each figure's policies together: topology, workload, figure, policy, in order of first appearance.
@@ -119,14 +139,21 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
     for name, justify in (("topology", "left"), ("workload", "left"), ("figure", "left"), ("policy", "left"),
                           ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
-                          ("vs default", "left"), ("fast-node share", "right")):
+                          ("vs default", "left"), ("fast-node share", "right"),
+                          ("faults/promoted/demoted, kdamond s", "right")):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
         t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
-                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}")
+                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r))
     return t
+
+
+def _kernel_cell(r: Row) -> str:
+    if r.hint_faults is None:
+        return "-"
+    return f"{r.hint_faults:,.0f}/{r.promoted:,.0f}/{r.demoted:,.0f}, {r.kdamond_s:.1f}"
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -143,7 +170,7 @@ def write(directory: Path, rows: list[Row], console: Console | None = None) -> N
     directory.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console.print(table(rows))
-    plain = Console(file=io.StringIO(), width=160, color_system=None, record=True)
+    plain = Console(file=io.StringIO(), width=200, color_system=None, record=True)
     plain.print(table(rows))
     (directory / TXT_NAME).write_text(plain.export_text())
     (directory / CSV_NAME).write_text(to_csv(rows))

@@ -7,7 +7,10 @@ into figures.  Adding a workload is a file (plus an adapter for a new output
 format), not harness code.
 
 Placeholders: every key of `params`, and the runner's own `{seed}`; the
-optional `wait_arg` and `hotmap_arg` templates take `{path}`.  A program
+optional `wait_arg` and `hotmap_arg` templates take `{path}`, and
+`duration_args` (for a time-based timed phase) take `{seconds}` and
+`{tick_ms}`: such a program runs that long and prints `tick t=SECONDS ops=TOTAL`
+every tick, its progress over time.  A program
 given `wait_arg` prints `ready pid=N` after setting up its memory and waits
 for the file to appear before its timed phase, so the harness can advise or
 place pages between the two.  A program whose file sets `roles` also prints,
@@ -36,6 +39,8 @@ RUNNER_KEYS = frozenset({"seed"})
 Param = int | float | str
 
 READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
+TICK_RE = re.compile(r"^tick t=(\d+(?:\.\d+)?) ops=(\d+)$", re.MULTILINE)
+DURATION_KEYS = frozenset({"seconds", "tick_ms"})
 ROLES_RE = re.compile(r"^roles latency=(\d+(?:,\d+)*) batch=(\d+(?:,\d+)*)$", re.MULTILINE)
 
 
@@ -64,6 +69,8 @@ class Workload(BaseModel):
     timeout_s: float = Field(default=1800, gt=0)
     wait_arg: str | None = Field(default=None, description="e.g. 'wait={path}'")
     hotmap_arg: str | None = Field(default=None, description="e.g. 'hotmap={path}'")
+    duration_args: list[str] = Field(default_factory=list, description="e.g. ['seconds={seconds}', "
+                                     "'tick_ms={tick_ms}']: run for a time, printing progress ticks")
     helpers: list[str] = Field(default_factory=list, description="more programs (C or scripts) the program runs, "
                                "installed beside it")
     roles: bool = Field(default=False, description="the program prints `roles latency=... batch=...` before ready")
@@ -86,6 +93,9 @@ class Workload(BaseModel):
             if unknown:
                 raise ValueError(f"args[{i}]={arg!r}: placeholder {{{min(unknown)}}} is neither "
                                  f"in params nor one of {sorted(RUNNER_KEYS)}")
+        for i, arg in enumerate(self.duration_args):
+            if not _placeholders(arg) or not _placeholders(arg) <= DURATION_KEYS:
+                raise ValueError(f"duration_args[{i}]={arg!r} must hold {{seconds}} or {{tick_ms}} and nothing else")
         for field in ("wait_arg", "hotmap_arg"):
             value = getattr(self, field)
             if value is not None and _placeholders(value) != {"path"}:
@@ -114,8 +124,9 @@ class Workload(BaseModel):
         return self.guest_program()
 
     def argv(self, seed: int, params: dict[str, Param] | None = None, wait: str | None = None,
-             hotmap: str | None = None) -> list[str]:
-        """The guest command line; `params` override the file's defaults (unknown keys are refused)."""
+             hotmap: str | None = None, seconds: float | None = None, tick_ms: int = 250) -> list[str]:
+        """The guest command line; `params` override the file's defaults (unknown keys are refused);
+        with `seconds`, a time-based timed phase that ticks every `tick_ms`."""
         unknown = set(params or {}) - set(self.params)
         if unknown:
             raise WorkloadError(f"workload {self.name}: no parameter {min(unknown)!r} "
@@ -127,6 +138,10 @@ class Workload(BaseModel):
                 if template is None:
                     raise WorkloadError(f"workload {self.name}: the program cannot take {path!r} (no such *_arg)")
                 argv.append(template.format(path=path))
+        if seconds is not None:
+            if not self.duration_args:
+                raise WorkloadError(f"workload {self.name}: cannot run for a time (no duration_args)")
+            argv += [arg.format(seconds=f"{seconds:g}", tick_ms=tick_ms) for arg in self.duration_args]
         return argv
 
     def command(self, seed: int, prefix: list[str] = (), **kwargs) -> str:
@@ -158,6 +173,11 @@ def ready_pid(output: str) -> int | None:
     """The pid from a waiting program's `ready pid=N` line, or None before it prints it."""
     match = READY_RE.search(output)
     return int(match.group(1)) if match else None
+
+
+def ticks(output: str) -> list[tuple[float, int]]:
+    """The progress ticks of a time-based run: (seconds since its timed phase began, operations so far)."""
+    return [(float(t), int(ops)) for t, ops in TICK_RE.findall(output)]
 
 
 def roles(output: str) -> dict[str, list[int]] | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ class Control:
         self.path, self.timeout = Path(path), timeout
         self._sock: socket.socket | None = None
         self._buffer = b""
+        self._lock = threading.Lock()  # a sampler thread may read while the harness waits on the guest
 
     def connect(self, wait: float = 15.0) -> Control:
         """Connect, retrying while QEMU is still loading the plugin."""
@@ -75,6 +77,10 @@ class Control:
                 time.sleep(0.1)
 
     def request(self, line: str) -> str:
+        with self._lock:
+            return self._request(line)
+
+    def _request(self, line: str) -> str:
         if self._sock is None:
             self.connect()
         try:

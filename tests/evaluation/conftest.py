@@ -40,3 +40,24 @@ def make_run(topology="dram-cxl", workload="skewed-read", policy="default", repe
     figures = {} if value is None else {"ops_per_s": value, "hot_share": 0.9}
     return Run(topology=topology, workload=workload, policy=policy, repeat=repeat, seed=1 + repeat,
                figures=figures, counters=counters, **kwargs)
+
+
+class ScriptedShell:
+    """A stand-in for GuestShell in unit tests of parsing: answers each command by the first key it starts
+    with (else empty output), and records every command. Behaviour that matters is tested in a VM."""
+
+    def __init__(self, answers: dict[str, str]):
+        self.answers, self.commands = answers, []
+
+    def run(self, command: str, check: bool = True, timeout: float | None = None):
+        from testbed.ssh import CommandResult
+
+        self.commands.append(command)
+        out = next((text for prefix, text in self.answers.items() if command.startswith(prefix)), "")
+        return CommandResult(command, 0, out, "")
+
+
+@pytest.fixture
+def fake_shell():
+    """`fake_shell({prefix: stdout})`: a ScriptedShell."""
+    return ScriptedShell

@@ -104,3 +104,37 @@ def test_file_level_errors(write_file, tmp_path):
 def test_from_text_keeps_the_text_for_reruns():
     m = matrix.from_text(GOOD, "manifest.json", name="replayed")
     assert m.name == "replayed" and m.text == GOOD and m.origin == "manifest.json"
+
+
+def test_a_time_based_matrix_runs_warm_up_and_steady_state_in_one_timed_phase(write_file):
+    m = matrix.load(write_file("t.toml", GOOD + "duration_s = 20\nwarmup_s = 40\ntime_scale = 'auto'\n"))
+    assert m.timed_s == 60 and m.tick_ms == 250 and m.time_scale == "auto"
+    assert matrix.load(write_file("c.toml", GOOD)).timed_s is None  # counted runs, time_scale 1, as before
+    assert matrix.load(write_file("c2.toml", GOOD)).time_scale == 1
+    tiering = matrix.load(matrix.resolve("tiering"))
+    unscaled = matrix.load(matrix.resolve("tiering-unscaled"))
+    assert tiering.time_scale == "auto" and unscaled.time_scale == 1
+    assert tiering.model_dump(exclude={"name", "description", "time_scale"}) == \
+           unscaled.model_dump(exclude={"name", "description", "time_scale"})  # the only difference
+
+
+@pytest.mark.parametrize("change, expected", [
+    ("warmup_s = 5", ["warmup_s=5", "duration_s"]),
+    ("time_scale = 0", ["time_scale=0"]),
+    ("time_scale = 'fast'", ["time_scale", "fast"]),
+    ("duration_s = -1", ["duration_s", "-1"]),
+    ("tick_ms = 1", ["tick_ms", "1"]),
+])
+def test_time_based_fields_are_checked(write_file, change, expected):
+    path = write_file("bad-time.toml", GOOD + change + "\n")
+    with pytest.raises(DataFileError) as err:
+        matrix.load(path)
+    for part in [str(path), *expected]:
+        assert part in str(err.value), err.value
+
+
+def test_a_workload_that_cannot_run_for_a_time_is_named(write_file):
+    path = write_file("r.toml", 'topologies = ["dram-nvm"]\nworkloads = ["redis"]\npolicies = ["default"]\n'
+                                "duration_s = 10\n")
+    with pytest.raises(DataFileError, match=r"workloads\[0\]: 'redis' cannot run for a time.*duration_s=10"):
+        matrix.load(path)

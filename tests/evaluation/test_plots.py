@@ -6,6 +6,7 @@ import pytest
 from matplotlib.container import BarContainer
 
 from testbed.evaluation import plots, summary
+from testbed.evaluation.series import Series
 
 from .conftest import make_run
 
@@ -73,3 +74,33 @@ def test_no_counters_no_node_plot(tmp_path):
     plain = [make_run(policy=p, value=10.0) for p in POLICIES]
     paths = plots.write(tmp_path, summary.summarize(plain), plain)
     assert [p.name for p in paths] == [plots.THROUGHPUT_PNG]
+
+
+def timed_runs():
+    out = []
+    for k, policy in enumerate(("default", "kernel-tiering")):
+        for repeat in range(2):
+            ops = [(t / 4, int(1000 * t / 4 * (1 + k * t / 40))) for t in range(1, 41)]
+            misses = [(t / 4, {0: 10 * t * (1 + k), 1: 10 * t}) for t in range(1, 41)]
+            out.append(make_run(policy=policy, repeat=repeat, misses={0: 1, 1: 1},
+                                series=Series(tick_s=0.25, warmup_s=4, ops=ops, misses=misses)))
+    return out
+
+
+def test_over_time_plots_draw_a_line_and_a_band_per_policy():
+    fig = plots.over_time(timed_runs(), lambda r: r.series.throughput(1.0), "ops/s")
+    ax, = fig.axes
+    assert [line.get_label() for line in ax.get_lines() if not line.get_label().startswith("_")] == \
+           ["default", "kernel-tiering"]
+    tiering = next(line for line in ax.get_lines() if line.get_label() == "kernel-tiering")
+    ys = tiering.get_ydata()
+    assert len(ys) == 10 and ys[-1] > ys[0]  # it speeds up as it converges
+    assert len(ax.collections) == 2  # one min..max band per policy
+
+
+def test_time_based_runs_get_the_over_time_pngs(tmp_path):
+    runs = timed_runs()
+    paths = plots.write(tmp_path, summary.summarize(runs), runs, {"dram-cxl": 0})
+    assert [p.name for p in paths] == [plots.THROUGHPUT_PNG, plots.NODE_SHARE_PNG, plots.THROUGHPUT_TIME_PNG,
+                                       plots.SHARE_TIME_PNG]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)

@@ -10,6 +10,7 @@ import pytest
 
 from testbed.evaluation import results
 from testbed.evaluation.results import NodeCounters, Run
+from testbed.evaluation.series import Series
 from testbed.latency.control import COUNTER_FIELDS, Counters
 
 from .conftest import make_run
@@ -38,7 +39,13 @@ def sample_runs() -> list[Run]:
                    rejections=["advisor: no usable answer", 'agent: migrate_pages rejected: pid 1, "init"',
                                "advisor: set_knob dropped: value 9,\nnot one the kernel takes"])
     failed = make_run(policy="oracle", value=None, ok=False, error='boot failed: "x", y\nsecond line')
-    return [ok, odd, failed]
+    timed = make_run(policy="kernel-tiering", repeat=2, misses={0: 5, 1: 9},
+                     series=Series(tick_s=0.25, warmup_s=1.0, ops=[(0.25, 10), (1.5, 90)],
+                                   misses=[(0.25, {0: 1, 1: 3, -1: 0}), (1.5, {0: 5, 1: 9, -1: 2})]),
+                     vmstat={"numa_hint_faults": 5000, "pgpromote_success": 700},
+                     kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71})
+    interrupted = make_run(policy="damon", value=None, ok=False, interrupted=True, error="interrupted: KeyboardInterrupt")
+    return [ok, odd, failed, timed, interrupted]
 
 
 def test_node_counters_mirror_the_plugin_fields():
@@ -77,7 +84,10 @@ def test_csv_round_trip(tmp_path):
     results.write(tmp_path, runs)
     assert results.read(tmp_path / "results.csv") == runs
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
-    assert len(rows) == 3
+    assert len(rows) == 5
+    assert rows[3]["vmstat.pgpromote_success"] == "700" and rows[3]["kthread_cpu_s.kswapd"] == "0.71"
+    assert json.loads(rows[3]["series"])["ops"] == [[0.25, 10], [1.5, 90]] and rows[0]["series"] == ""
+    assert rows[4]["interrupted"] == "True" and rows[0]["interrupted"] == "False"
     assert rows[0]["counters.0.misses"] == "300" and rows[0]["figure.ops_per_s"] == "100.0"
     assert rows[1]["counters.2.misses"] == "3" and rows[0]["counters.2.misses"] == ""
     assert rows[2]["ok"] == "False" and rows[2]["error"].endswith("second line")
@@ -88,8 +98,15 @@ def test_files_are_rewritten_whole(tmp_path):
     runs = sample_runs()
     results.write(tmp_path, runs[:1])
     results.write(tmp_path, runs)
-    assert len(results.read(tmp_path)) == 3
+    assert len(results.read(tmp_path)) == 5
     assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_version_1_results_still_read(tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps({"schema_version": 1, "runs": [
+        {"topology": "dram-nvm", "workload": "skewed-read", "policy": "default", "repeat": 0, "seed": 1}]}))
+    run, = results.read(tmp_path)
+    assert run.series is None and run.vmstat == {} and not run.interrupted
 
 
 def test_other_schema_versions_are_refused(tmp_path):

@@ -71,3 +71,21 @@ def test_eval_of_a_bad_matrix_names_file_and_field(write_file, capsys):
     assert cli.main(["eval", str(path), "--out", str(path.parent / "out")]) == 2
     err = capsys.readouterr().err
     assert "bad.toml" in err and "policies" in err and "first-touch" in err
+
+
+def test_a_time_based_runs_headline_is_its_steady_state(write_file):
+    timed = matrix.load(write_file("timed.toml", 'topologies = ["dram-nvm"]\nworkloads = ["skewed-read"]\n'
+                                                 'policies = ["default"]\nduration_s = 5\nwarmup_s = 10\n'))
+    run = runner.new_run(timed, timed.runs()[0])
+    assert run.primary == runner.STEADY and run.also[0] == "ops_per_s"
+    counted = matrix.load(matrix.resolve("tiny"))
+    assert runner.new_run(counted, counted.runs()[0]).primary == "ops_per_s"
+
+
+def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_summary(evaluation):
+    evaluation.runs = [make_run(), make_run(policy="oracle", value=None, ok=False, interrupted=True,
+                                            error="interrupted: KeyboardInterrupt")]
+    rows = evaluation.write()
+    data = json.loads((evaluation.settings.out / "results.json").read_text())
+    assert data["runs"][1]["interrupted"] is True
+    assert [r.policy for r in rows] == ["default"]

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from testbed.evaluation import summary
 from testbed.evaluation.results import Run
+from testbed.evaluation.series import Series
 
 from .conftest import make_run
 
@@ -94,3 +95,27 @@ def test_figures_beside_the_headline_get_rows_of_their_own():
                                                     ("batch_ops_per_s", "default"), ("batch_ops_per_s", "oracle")]
     assert [r.ratio for r in rows] == [1.0, 0.5, 1.0, 0.6]
     assert [r.clear for r in rows] == ["", "below", "", "below"]
+
+
+def test_interrupted_runs_are_neither_figures_nor_failures():
+    rows = summary.summarize([make_run(value=10.0), make_run(repeat=1, value=None, ok=False, interrupted=True)])
+    assert rows[0].runs == 1 and rows[0].failed == 0
+
+
+def test_what_the_kernel_did_is_summarized_per_policy():
+    runs = [make_run(policy="kernel-tiering", repeat=r, value=10.0,
+                     vmstat={"numa_hint_faults": 100 * (r + 1), "pgpromote_success": 7 + r, "pgdemote_kswapd": 4,
+                             "pgdemote_direct": 1}, kthread_cpu_s={"kdamond": 0.0, "kswapd": 1.0})
+            for r in range(3)] + [make_run(policy="default", value=10.0)]
+    rows = {r.policy: r for r in summary.summarize(runs)}
+    tiering = rows["kernel-tiering"]
+    assert (tiering.hint_faults, tiering.promoted, tiering.demoted, tiering.kdamond_s) == (200, 8, 5, 0.0)
+    assert rows["default"].hint_faults is None  # recorded nothing: not a zero
+    assert summary._kernel_cell(tiering) == "200/8/5, 0.0"
+
+
+def test_a_time_based_runs_share_is_its_steady_state_share():
+    series = Series(tick_s=1, warmup_s=1, misses=[(1.0, {0: 0, 1: 100}), (2.0, {0: 90, 1: 110})])
+    run = make_run(misses={0: 90, 1: 110}, series=series)
+    assert run.node_share()[0] == pytest.approx(0.45) and run.fast_share(0) == pytest.approx(0.9)
+    assert summary.summarize([run], fast_nodes={"dram-cxl": 0})[0].fast_share == pytest.approx(0.9)

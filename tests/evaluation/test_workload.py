@@ -3,6 +3,7 @@ built static and run on the host, really is skewed, mixed and seeded as asked.""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import time
 from pathlib import Path
@@ -219,3 +220,29 @@ def test_mixed_installs_its_batch_helper_and_names_roles():
     assert w.roles and [p.name for p in w.helper_paths()] == ["cpu_batch.c"]
     assert w.primary == "p99_ms" and not w.higher_is_better and "batch_ops_per_s" in w.also
     assert "batch_threads=4" in w.argv(seed=1)
+
+
+def test_a_time_based_run_gets_its_duration_and_tick():
+    w = workload.load(workload.resolve("skewed-read"))
+    argv = w.argv(1, seconds=60, tick_ms=250)
+    assert argv[-2:] == ["seconds=60", "tick_ms=250"] and not any(a.startswith("seconds") for a in w.argv(1))
+    redis = workload.load(workload.resolve("redis"))
+    with pytest.raises(workload.WorkloadError, match="cannot run for a time"):
+        redis.argv(1, seconds=10)
+
+
+def test_ticks_are_read_from_the_output():
+    out = "tick t=0.251 ops=1000\ntick t=0.500 ops=2100\nworkload=skewed_access ops=2100 ops_per_s=4200.0\n"
+    assert workload.ticks(out) == [(0.251, 1000), (0.5, 2100)]
+    assert workload.load(workload.resolve("skewed-read")).parse(out)["ops"] == 2100  # the last line, not a tick
+
+
+def test_a_timed_loop_runs_for_its_seconds_and_ticks(program):
+    out = subprocess.run([str(program), "size_mib=16", "hot_mib=2", "seconds=1.2", "tick_ms=200"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    ticks = workload.ticks(out)
+    figures = keyvalue(out)
+    assert 1.2 <= figures["seconds"] < 1.5 and len(ticks) == 6
+    assert [round(t, 1) for t, _ in ticks] == [0.2, 0.4, 0.6, 0.8, 1.0, 1.2]
+    assert all(b > a for (_, a), (_, b) in itertools.pairwise(ticks))
+    assert ticks[-1][1] == figures["ops"]

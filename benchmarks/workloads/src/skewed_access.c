@@ -4,6 +4,7 @@
  *
  *   skewed_access size_mib=1024 hot_mib=128 hot_share=0.9 reads=0.95 ops=2000000 seed=1
  *                 [granule_kib=4] [hot_at=scattered|tail] [wait=PATH] [hotmap=PATH]
+ *                 [seconds=S [tick_ms=250]]
  *
  * The buffer is cut into granules (pages by default) ranked by popularity
  * under a Zipf-like law: rank r is picked with weight r^-theta, and theta is
@@ -22,9 +23,12 @@
  * decides placement); write the hot granules' addresses to `hotmap` if asked
  * (rank order, one hex address per line); if `wait` is given, print
  * `ready pid=N` and wait until that file exists (the harness places or
- * advises meanwhile); then the timed loop of `ops` operations.  A read loads
- * one 8-byte word of a random line of the chosen granule, a write stores one.
- * Prints one line of key=value pairs, e.g.
+ * advises meanwhile); then the timed loop of `ops` operations, or, with
+ * seconds=S, as many as fit in S seconds.  A read loads one 8-byte word of a
+ * random line of the chosen granule, a write stores one.  A timed loop prints
+ * its progress every tick_ms (default 250) as `tick t=SECONDS ops=TOTAL`, so
+ * the harness sees throughput over time (a reactive policy converging).
+ * Prints one last line of key=value pairs, e.g.
  *   workload=skewed_access ops=2000000 seconds=1.23 ops_per_s=1626016.3 ...
  * Built static on the host (the guest has no compiler).
  */
@@ -41,10 +45,11 @@
 #define LINE 64
 #define MIB (1024UL * 1024UL)
 #define BUCKET_GROWTH 1.02
+#define CLOCK_EVERY 1024 /* operations between two looks at the clock in a timed loop */
 
 struct options {
-    unsigned long size_mib, hot_mib, granule_kib, ops, seed;
-    double hot_share, reads;
+    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms;
+    double hot_share, reads, seconds;
     int tail;
     const char *wait, *hotmap;
 };
@@ -83,7 +88,7 @@ static uint64_t next(uint64_t *s) /* xorshift64* */
 
 static void parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){1024, 128, 4, 1000000, 1, 0.9, 1.0, 0, NULL, NULL};
+    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0.9, 1.0, 0, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
         if (!eq) {
@@ -102,6 +107,13 @@ static void parse(int argc, char **argv, struct options *o)
             o->tail = !strcmp(v, "tail");
             continue;
         }
+        if (!strcmp(k, "seconds")) {
+            o->seconds = strtod(v, &end);
+            if (*end || errno || !(o->seconds > 0)) {
+                die("seconds=%s wants a positive number", v);
+            }
+            continue;
+        }
         if (!strcmp(k, "hot_share") || !strcmp(k, "reads")) {
             double d = strtod(v, &end);
             if (*end || errno || d < 0 || d > 1) {
@@ -112,7 +124,7 @@ static void parse(int argc, char **argv, struct options *o)
         }
         unsigned long *field = !strcmp(k, "size_mib") ? &o->size_mib : !strcmp(k, "hot_mib") ? &o->hot_mib
                              : !strcmp(k, "granule_kib") ? &o->granule_kib : !strcmp(k, "ops") ? &o->ops
-                             : !strcmp(k, "seed") ? &o->seed : NULL;
+                             : !strcmp(k, "seed") ? &o->seed : !strcmp(k, "tick_ms") ? &o->tick_ms : NULL;
         if (!field) {
             die("unknown option %s", k);
         }
@@ -120,6 +132,9 @@ static void parse(int argc, char **argv, struct options *o)
         if (*end || errno || !*v || *v == '-') {
             die("%s wants a whole number", k);
         }
+    }
+    if (o->tick_ms == 0) {
+        die("%s", "tick_ms must be at least 1");
     }
     if (o->size_mib == 0 || o->hot_mib == 0 || o->hot_mib > o->size_mib) {
         die("%s", "need 0 < hot_mib <= size_mib");
@@ -317,9 +332,18 @@ int main(int argc, char **argv)
         wait_for(o.wait);
     }
 
-    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, sum = 0;
+    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, sum = 0, i;
+    double tick = o.tick_ms / 1000.0, next_tick = tick, now;
     t0 = now_s();
-    for (uint64_t i = 0; i < o.ops; i++) {
+    for (i = 0; o.seconds > 0 || i < o.ops; i++) {
+        if (o.seconds > 0 && i % CLOCK_EVERY == 0 && (now = now_s() - t0) >= next_tick) {
+            printf("tick t=%.3f ops=%lu\n", now, (unsigned long)i);
+            fflush(stdout);
+            next_tick += tick * (1 + (uint64_t)((now - next_tick) / tick)); /* skip ticks missed, never bunch */
+            if (now >= o.seconds) {
+                break;
+            }
+        }
         uint64_t rank = sample_rank(&s, &rng);
         uint64_t *word = (uint64_t *)(buf + granule_of(&l, rank) * granule + (next(&rng) % lines) * LINE);
         hot_ops += rank < hot;
@@ -330,6 +354,7 @@ int main(int argc, char **argv)
             *(volatile uint64_t *)word = i;
         }
     }
+    o.ops = i;
     double seconds = now_s() - t0;
     printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu "
            "hot_share=%.5f expected_hot_share=%.5f theta=%.4f init_s=%.3f size_mib=%lu hot_mib=%lu "

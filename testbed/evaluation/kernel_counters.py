@@ -1,0 +1,60 @@
+"""What the kernel did during a run: /proc/vmstat's NUMA and migration counters, the IPIs they cost,
+and its policy threads' CPU time.
+
+A reactive policy that did nothing and one that worked hard and lost look alike
+in a throughput table; these deltas tell them apart (hint faults taken, pages
+promoted and demoted, TLB shootdowns sent, kdamond's and kswapd's CPU seconds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ssh import GuestShell
+
+# /proc/vmstat counters worth a delta: NUMA balancing's faults and migrations, tiering's promotions and demotions.
+VMSTAT_PREFIXES = ("numa_", "pgpromote_", "pgdemote_", "pgmigrate_", "thp_migration_")
+# Kernel threads whose CPU time is the policy's cost: DAMON's and the reclaim (demotion) threads.
+THREADS = ("kdamond", "kswapd")
+# /proc/interrupts rows kept, summed over CPUs: every page migration or unmap flushes other CPUs' TLBs.
+IPIS = {"TLB:": "irq_tlb_shootdowns", "CAL:": "irq_function_calls"}
+USER_HZ = 100  # /proc/PID/stat's clock ticks on x86 Linux (the ABI's USER_HZ)
+_SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
+             "for d in /proc/[0-9]*; do read c < $d/stat 2>/dev/null || continue; "
+             "case $c in *'(kdamond'*|*'(kswapd'*) echo \"thread $c\";; esac; done")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    vmstat: dict[str, int]        # the kept vmstat counters, and the IPI rows as irq_*
+    thread_ticks: dict[str, int]  # per thread kind: utime + stime of every such thread, in USER_HZ ticks
+
+
+def parse(text: str) -> Snapshot:
+    """A snapshot from `_SNAPSHOT`'s output: vmstat lines, then `thread <stat line>` per policy thread."""
+    vmstat, ticks = {}, dict.fromkeys(THREADS, 0)
+    for line in text.splitlines():
+        if line.startswith("thread "):
+            comm = line[line.index("(") + 1:line.rindex(")")]
+            fields = line[line.rindex(")") + 2:].split()  # from field 3 (state) on
+            kind = next(k for k in THREADS if comm.startswith(k))
+            ticks[kind] += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+        elif line.startswith(VMSTAT_PREFIXES):
+            name, value = line.split()
+            vmstat[name] = int(value)
+        elif line.split(maxsplit=1)[0] in IPIS:
+            row, *cells = line.split()
+            vmstat[IPIS[row]] = sum(int(c) for c in cells if c.isdigit())
+    return Snapshot(vmstat, ticks)
+
+
+def snapshot(shell: GuestShell) -> Snapshot:
+    """The counters now (one guest command, no Python: cheap beside a running workload)."""
+    return parse(shell.run(_SNAPSHOT).stdout)
+
+
+def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, int], dict[str, float]]:
+    """(vmstat deltas, CPU seconds per thread kind) between two snapshots."""
+    vmstat = {k: after.vmstat[k] - before.vmstat.get(k, 0) for k in sorted(after.vmstat)}
+    cpu = {k: (after.thread_ticks[k] - before.thread_ticks[k]) / USER_HZ for k in THREADS}
+    return vmstat, cpu

@@ -1,0 +1,53 @@
+"""What the kernel did in a run: vmstat deltas and its policy threads' CPU time, from one guest command's output."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.evaluation import kernel_counters
+
+BEFORE = """nr_free_pages 1000
+numa_hint_faults 10
+numa_pages_migrated 0
+pgpromote_success 0
+pgdemote_kswapd 5
+pgmigrate_success 3
+workingset_refault_anon 99
+ TLB:         10         20   TLB shootdowns
+ CAL:          5          5   Function call interrupts
+thread 41 (kswapd0) S 2 0 0 0 -1 2129984 0 0 0 0 7 3 0 0 20 0 1 0 61 0 0
+"""
+AFTER = """nr_free_pages 10
+numa_hint_faults 5010
+numa_pages_migrated 700
+pgpromote_success 700
+pgdemote_kswapd 905
+pgmigrate_success 1603
+workingset_refault_anon 120
+ TLB:       1010       2020   TLB shootdowns
+ CAL:          5          6   Function call interrupts
+thread 41 (kswapd0) S 2 0 0 0 -1 2129984 0 0 0 0 57 23 0 0 20 0 1 0 61 0 0
+thread 300 (kdamond.0) S 2 0 0 0 -1 2129984 0 0 0 0 120 30 0 0 20 0 1 0 61 0 0
+"""
+
+
+def test_only_the_numa_and_migration_counters_are_kept():
+    snap = kernel_counters.parse(AFTER)
+    assert set(snap.vmstat) == {"numa_hint_faults", "numa_pages_migrated", "pgpromote_success", "pgdemote_kswapd",
+                                "pgmigrate_success", "irq_tlb_shootdowns", "irq_function_calls"}
+    assert snap.vmstat["irq_tlb_shootdowns"] == 3030  # summed over the CPUs
+    assert snap.thread_ticks == {"kdamond": 150, "kswapd": 80}
+
+
+def test_deltas_over_the_timed_phase_and_cpu_seconds_per_thread_kind():
+    vmstat, cpu = kernel_counters.delta(kernel_counters.parse(BEFORE), kernel_counters.parse(AFTER))
+    assert vmstat["numa_hint_faults"] == 5000 and vmstat["pgpromote_success"] == 700
+    assert vmstat["pgdemote_kswapd"] == 900 and vmstat["pgmigrate_success"] == 1600
+    assert vmstat["irq_tlb_shootdowns"] == 3000 and vmstat["irq_function_calls"] == 1
+    assert cpu == {"kdamond": pytest.approx(1.5), "kswapd": pytest.approx(0.7)}  # kdamond was born in between
+
+
+def test_snapshot_reads_everything_in_one_guest_command(fake_shell):
+    shell = fake_shell({"cat /proc/vmstat": AFTER})
+    assert kernel_counters.snapshot(shell).vmstat["pgpromote_success"] == 700
+    assert len(shell.commands) == 1
