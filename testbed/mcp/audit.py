@@ -8,6 +8,7 @@ can be read back after the session, whatever became of the guest.
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,25 +23,25 @@ def default_path(topology: str) -> Path:
 
 
 class AuditLog:
-    """Appends one JSON line per call and flushes it at once."""
+    """Appends one JSON line per call, the file opened for that line alone: a call that ends while the
+    command shuts down (from the transport's thread) is still written."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        self.path.touch()
         self._seq = 0
+        self._lock = threading.Lock()
 
     def record(self, tool: str, arguments: Any, ok: bool, result: Any = None, error: str | None = None,
                seconds: float | None = None) -> None:
-        self._seq += 1
-        line = {"seq": self._seq, "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "tool": tool,
-                "arguments": arguments, "ok": ok, "seconds": None if seconds is None else round(seconds, 3)}
-        line["result" if ok else "error"] = result if ok else error
-        self._file.write(json.dumps(line, default=str) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
+        with self._lock:
+            self._seq += 1
+            line = {"seq": self._seq, "at": datetime.now(UTC).isoformat(timespec="milliseconds"), "tool": tool,
+                    "arguments": arguments, "ok": ok, "seconds": None if seconds is None else round(seconds, 3)}
+            line["result" if ok else "error"] = result if ok else error
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(line, default=str) + "\n")
 
 
 def read(path: Path) -> list[dict]:

@@ -34,7 +34,6 @@ def cmd_mcp(args: argparse.Namespace) -> int:
         with contextlib.redirect_stdout(sys.stderr):  # stdout is the MCP wire: nothing else may reach it
             machine = stack.enter_context(started(topo, args.latency, options, err, args.fast_node_free_mib))
         log = audit.AuditLog(path)
-        stack.callback(log.close)
         err.print(f"[dim]{topo.name}: serving MCP on stdio ({args.latency} latency); audit file {path}[/dim]")
         runner = server.MainThreadRunner()
         server.serve_stdio(server.build(Toolbox(machine, budget), log, runner), runner)
@@ -149,7 +148,6 @@ def cmd_agent_loop(args: argparse.Namespace) -> int:
         stack.callback(lambda: transcript.events and _say(loop.write_figures(args.out, transcript), args.out))
         machine = stack.enter_context(started(topo, args.latency, options, err, args.fast_node_free_mib))
         log = audit.AuditLog(args.out / "audit.jsonl")
-        stack.callback(log.close)
         mcp_server = server.build(Toolbox(machine, budget), log)
 
         async def main() -> loop.Transcript:

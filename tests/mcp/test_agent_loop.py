@@ -55,10 +55,7 @@ def run_loop(machine, tmp_path: Path, model, rounds: int = 2) -> loop.Transcript
         async with Client(mcp_server) as client:
             return await loop.run(client, model, settings, transcript)
 
-    try:
-        return asyncio.run(main())
-    finally:
-        log.close()
+    return asyncio.run(main())
 
 
 NATIVE_SCRIPT = [

@@ -34,7 +34,6 @@ def session(machine, tmp_path, calls, budget: Budget | None = None):
             return listed, [await client.call_tool(name, args) for name, args in calls]
 
     listed, results = asyncio.run(main())
-    log.close()
     return {t.name: t for t in listed}, results, audit.read(tmp_path / "audit.jsonl")
 
 
