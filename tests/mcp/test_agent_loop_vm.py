@@ -98,8 +98,9 @@ def test_recorded_turns_run_again_without_the_model(scripted, tmp_path):
 def test_the_local_model_goes_through_the_loop(tmp_path_factory, guest_image):
     """Whatever the 270M model does is recorded; the loop must finish and measure every round."""
     out = tmp_path_factory.mktemp("loop") / "local"
-    done = agent_loop("--rounds", "2", "--out", str(out), "--max-turns", "4")
+    # One round of two turns: each turn of the 270M model takes about a minute on 2 cores.
+    done = agent_loop("--rounds", "1", "--out", str(out), "--max-turns", "2")
     transcript = json.loads((out / "transcript.json").read_text())
     assert transcript["finished"] and transcript["tool_mode"] == "json" and transcript["turns"]
-    assert [r["round"] for r in figures(out)] == [0, 1, 2]
+    assert [r["round"] for r in figures(out)] == [0, 1]
     sys.stderr.write(done.stderr[-4000:])

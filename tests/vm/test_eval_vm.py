@@ -108,7 +108,9 @@ def test_rerun_interrupted_by_ctrl_c_keeps_finished_runs_and_leaves_no_qemu(tiny
     assert qemus, "no QEMU child was seen"
     assert all(not Path(f"/proc/{p}").exists() for p in qemus)
     runs = results.read(out)
-    assert 1 <= len(runs) < 4 and all(r.ok for r in runs)
+    finished = [r for r in runs if not r.interrupted]
+    assert 1 <= len(finished) < 4 and all(r.ok for r in finished), [r.error for r in runs]
+    assert all(r.interrupted for r in runs[len(finished):]) and len(runs) - len(finished) <= 1
     assert FILES <= {p.name for p in out.iterdir()}
     rerun = manifest.read(out / "manifest.json")
     assert rerun.matrix.text == manifest.read(tiny[0] / "manifest.json").matrix.text
