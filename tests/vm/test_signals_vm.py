@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.vm
 
 TESTBED = [sys.executable, "-m", "testbed.cli", "-v"]
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
+QEMU_STARTED = re.compile(r"QEMU started \(pid (\d+)\)")
 SIGNALS = [signal.SIGINT, signal.SIGTERM]
 
 
@@ -54,6 +56,9 @@ class Watched:
                 assert self.proc.poll() is None, f"ended before {text!r}:\n{''.join(self.seen)[-3000:]}"
                 continue
             self.seen.append(line)
+            started = QEMU_STARTED.search(line)  # the harness names each QEMU it starts: no race with pgrep
+            if started:
+                qemus.add(int(started.group(1)))
             if text in line:
                 return
         raise AssertionError(f"no {text!r} within {timeout} s:\n{''.join(self.seen)[-3000:]}")
