@@ -125,11 +125,12 @@ def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, f
     cal = calibrate.ensure(machine)
     targets = calibrate.targets(topo)
     trimmed = trim.ensure(machine, cal, targets)
+    k = cal.scale(targets)
     evaluation.manifest.plugin[topo.name] = {
         "cache": asdict(machine.cache), "calibration": asdict(cal),
         "targets_ns": {str(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
-        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}, "k": cal.scale(targets)}
-    return trimmed.delays, cal.scale(targets)
+        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}, "k": k}
+    return trimmed.delays, k
 
 
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
