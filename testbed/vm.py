@@ -60,7 +60,11 @@ class VM:
     def __init__(self, topology: Topology, image: GuestImage, accel: Accel, *,
                  kernel: Path | None = None, initrd: Path | None = None, append: str = "",
                  qemu: str = "qemu-system-x86_64", boot_timeout: float = 180.0,
-                 plugins: tuple[str, ...] = (), tcg_single_thread: bool = False):
+                 plugins: tuple[str, ...] = (), tcg_single_thread: bool = True):
+        # One TCG thread unless a caller needs one per vCPU (core pacing): QEMU 10.0's MTTCG can
+        # abort in iotlb_to_section when a vCPU reaches MMIO through a TLB entry of an older
+        # memory map (seen booting two-socket in CI), and on a 2-core host its vCPU threads
+        # starve each other into RCU stalls.
         self.topology, self.image, self.accel = topology, image, accel
         self.boot_timeout = boot_timeout
         # A unique name: it tags the QEMU process so leftovers can be found.
