@@ -88,7 +88,12 @@ def _apply_migrate(tree, records, hint, plan):
 
 
 def _apply_move_range(tree, records, hint, plan):
-    pid, node, addresses, before = hint["pid"], hint["to_node"], plan["addresses"], plan["before"]
+    return move_located(hint["pid"], plan["addresses"], plan["before"], hint["to_node"])
+
+
+def move_located(pid, addresses, before, node):
+    """Move pid's pages at `addresses` (on nodes `before`, as located) to `node`, in bounded batches;
+    report what moved from where, what was already there, absent or failed (by errno name)."""
     after = []
     for i in range(0, len(addresses), LOCATE_BATCH):
         after.extend(move_pages(pid, addresses[i:i + LOCATE_BATCH], node))

@@ -27,7 +27,13 @@ def _parser():
     a = sub.add_parser("apply", help="validate and apply a hint document (file, or - for stdin)")
     a.add_argument("hints")
     a.add_argument("--dry-run", action="store_true", help="validate and report, change nothing")
-    sub.add_parser("undo", help="restore the knobs, affinities and launch policies changed by apply")
+    sub.add_parser("undo", help="restore what apply changed; stop enforce and move its pages back")
+    e = sub.add_parser("enforce", help="keep a placement policy (placement-policy-v1) true, round after round")
+    e.add_argument("policy", help="policy file, or - for stdin")
+    e.add_argument("--interval", type=float, metavar="S", help="seconds per round (default: the policy's)")
+    e.add_argument("--rounds", type=int, metavar="N", help="stop after N rounds (default: until stopped)")
+    e.add_argument("--pids", type=parse_cpulist, default="", metavar="LIST",
+                   help="watch only these processes, e.g. 120,340 (default: every user process of 4 MiB or more)")
     r = sub.add_parser("run", help="run a command under a memory policy: run [--as NAME] [--policy M --nodes L] -- CMD")
     r.add_argument("--as", dest="name", help="use the policy a set_policy hint gave this launch name")
     r.add_argument("--policy", choices=("bind", "preferred", "interleave", "weighted_interleave"))
@@ -41,7 +47,7 @@ def _print(doc):
     sys.stdout.write("\n")
 
 
-def _read_hints(path, limit):
+def _read_document(path, limit):
     """At most limit+1 bytes: enough to tell a document is too big without reading it all."""
     if path == "-":
         return sys.stdin.buffer.read(limit + 1)
@@ -65,6 +71,8 @@ def main(argv=None):
     records = Records(args.log_dir, args.state_dir)
     if args.command == "apply":
         return _apply(args, tree, records)
+    if args.command == "enforce":
+        return _enforce(args, tree, records)
     if args.command == "undo":
         from .undo import undo
         _print(undo(tree, records))
@@ -76,7 +84,7 @@ def _apply(args, tree, records):
     from .apply import apply_document
     from .hints import MAX_DOCUMENT_BYTES
     try:
-        raw = _read_hints(args.hints, MAX_DOCUMENT_BYTES)
+        raw = _read_document(args.hints, MAX_DOCUMENT_BYTES)
     except OSError as exc:
         _print({"accepted": False, "error": f"cannot read {args.hints}: {exc.strerror}", "results": []})
         return APPLY_DOCUMENT_REJECTED
@@ -88,6 +96,20 @@ def _apply(args, tree, records):
     return APPLY_OK if ok else APPLY_SOME_REJECTED
 
 
+def _enforce(args, tree, records):
+    from .enforce import enforce
+    from .policy import MAX_POLICY_BYTES
+    if args.rounds is not None and args.rounds < 1:
+        sys.stderr.write("llamas-agent enforce: --rounds must be at least 1\n")
+        return APPLY_DOCUMENT_REJECTED
+    try:
+        raw = _read_document(args.policy, MAX_POLICY_BYTES)
+    except OSError as exc:
+        _print({"accepted": False, "error": f"cannot read {args.policy}: {exc.strerror}"})
+        return APPLY_DOCUMENT_REJECTED
+    return enforce(tree, records, raw, args.interval, args.rounds, args.pids)
+
+
 def _run(args, records):
     from .launch import resolve_policy, run
     argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
@@ -96,7 +118,7 @@ def _run(args, records):
         return 2
     mode, nodes = resolve_policy(records, args.name, args.policy, args.nodes)
     try:
-        run(mode, nodes, argv)
+        run(mode, nodes, argv, args.name)
     except OSError as exc:
         sys.stderr.write(f"llamas-agent run: {exc}\n")
     return 127

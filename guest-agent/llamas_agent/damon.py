@@ -26,13 +26,13 @@ def _w(tree, rel, value):
         f.write(str(value))
 
 
-def _setup(tree, index, pid):
+def _setup(tree, index, pid, aggr_us=AGGR_US):
     ctx = f"{index}/contexts/0"
     _w(tree, f"{index}/contexts/nr_contexts", 1)
     _w(tree, f"{ctx}/operations", "vaddr")
     _w(tree, f"{ctx}/monitoring_attrs/intervals/sample_us", SAMPLE_US)
-    _w(tree, f"{ctx}/monitoring_attrs/intervals/aggr_us", AGGR_US)
-    _w(tree, f"{ctx}/monitoring_attrs/intervals/update_us", UPDATE_US)
+    _w(tree, f"{ctx}/monitoring_attrs/intervals/aggr_us", aggr_us)
+    _w(tree, f"{ctx}/monitoring_attrs/intervals/update_us", max(UPDATE_US, aggr_us))
     _w(tree, f"{ctx}/targets/nr_targets", 1)
     _w(tree, f"{ctx}/targets/0/pid_target", pid)
     _w(tree, f"{ctx}/schemes/nr_schemes", 1)
@@ -44,7 +44,7 @@ def _setup(tree, index, pid):
     _w(tree, f"{pattern}/age/max", UINT_MAX)
 
 
-def _regions(tree, index):
+def _regions(tree, index, max_regions=MAX_REGIONS):
     base = f"{index}/contexts/0/schemes/0/tried_regions"
     _w(tree, f"{index}/state", "update_schemes_tried_regions")
     names = sorted(int(n) for n in tree.listdir(ADMIN, base) if n.isdigit())
@@ -52,11 +52,15 @@ def _regions(tree, index):
                 for field in ("start", "end", "nr_accesses", "age")} for n in names]
     # The hottest regions first; the list is bounded so the document stays small.
     regions.sort(key=lambda r: (-r["nr_accesses"], r["start"]))
-    return regions[:MAX_REGIONS]
+    return regions[:max_regions]
 
 
-def monitor(tree, pids, seconds):
-    """{pid: [regions]} after watching `pids` (at most MAX_TARGETS) for `seconds`."""
+def monitor(tree, pids, seconds, aggr_us=AGGR_US, max_regions=MAX_REGIONS):
+    """{pid: [regions]} after watching `pids` (at most MAX_TARGETS) for `seconds`.
+
+    A region's nr_accesses counts the samples (one per SAMPLE_US) of its last aggregation
+    interval (`aggr_us`) that found it accessed; the `max_regions` hottest are kept per pid.
+    """
     if tree.read_int(ADMIN, "nr_kdamonds") is None:
         raise DamonUnavailable("DAMON sysfs interface not found")
     if tree.read_int(ADMIN, "nr_kdamonds") != 0:
@@ -67,7 +71,7 @@ def monitor(tree, pids, seconds):
     started, out = [], {}
     try:
         for i, pid in enumerate(pids):
-            _setup(tree, i, pid)
+            _setup(tree, i, pid, aggr_us)
             try:
                 _w(tree, f"{i}/state", "on")
                 started.append((i, pid))
@@ -75,7 +79,7 @@ def monitor(tree, pids, seconds):
                 out[str(pid)] = None
         time.sleep(seconds)
         for i, pid in started:
-            out[str(pid)] = _regions(tree, i)
+            out[str(pid)] = _regions(tree, i, max_regions)
     finally:
         for i, _ in started:
             try:

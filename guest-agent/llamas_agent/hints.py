@@ -6,10 +6,9 @@ This module checks shape only; whether a hint fits the running machine
 (pids, nodes, free memory, ranges) is checked by validate.py.
 """
 
-import json
-
 from . import HINTS_SCHEMA_VERSION
 from .knobs import KNOB_NAMES, NUMA_BALANCING_MODES, THP_MODES, WEIGHT_MAX, WEIGHT_MIN
+from .strict import SchemaError, each, load_strict
 
 MAX_DOCUMENT_BYTES = 64 * 1024
 MAX_HINTS = 64
@@ -32,62 +31,13 @@ FIELDS = {
 LAUNCH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
 
-class SchemaError(ValueError):
-    """The document or a hint does not fit the schema; the message says where and why."""
-
-
 def parse_document(raw):
     """Bytes -> validated dict, or SchemaError naming the first problem.
 
-    A key given twice in one object is refused: parsers disagree on which value
-    wins, and the host and the guest must never read one document two ways.
+    A key given twice in one object is refused (strict.py): the host and the
+    guest must never read one document two ways.
     """
-    if len(raw) > MAX_DOCUMENT_BYTES:
-        raise SchemaError(f"document is {len(raw)} bytes, more than the {MAX_DOCUMENT_BYTES} allowed")
-    try:
-        doc = json.loads(raw, object_pairs_hook=_object)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"malformed JSON: {exc}") from None
-    except RecursionError:
-        raise SchemaError("malformed JSON: nested too deeply") from None
-    repeated = _first_repeated(doc)
-    if repeated:
-        key, where = repeated
-        raise SchemaError(f"duplicate key {key[:64]!r} in {where[:200] or 'the top-level object'}: each key may "
-                          "appear once (JSON parsers disagree on which value wins)")
-    check_document(doc)
-    return doc
-
-
-class _Repeated(dict):
-    """A JSON object that names `key` twice, kept until the walk below can say where it stands."""
-
-    def __init__(self, pairs, key):
-        super().__init__(pairs)
-        self.key = key
-
-
-def _object(pairs):
-    seen = set()
-    for key, _ in pairs:
-        if key in seen:
-            return _Repeated(pairs, key)
-        seen.add(key)
-    return dict(pairs)
-
-
-def _first_repeated(doc):
-    """(key, path such as 'hints[0]') of the first object, in document order, with a repeated key; or None."""
-    todo = [("", doc)]
-    while todo:  # without recursion: the sender chooses the nesting
-        where, value = todo.pop()
-        if isinstance(value, _Repeated):
-            return value.key, where
-        if isinstance(value, dict):
-            todo.extend((f"{where}.{k}" if where else k, v) for k, v in reversed(value.items()))
-        elif isinstance(value, list):
-            todo.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(value))))
-    return None
+    return load_strict(raw, MAX_DOCUMENT_BYTES, check_document)
 
 
 def check_document(doc):
@@ -107,11 +57,7 @@ def check_document(doc):
         raise SchemaError("hints must be a list")
     if len(hints) > MAX_HINTS:
         raise SchemaError(f"{len(hints)} hints, more than the {MAX_HINTS} allowed")
-    for i, hint in enumerate(hints):
-        try:
-            check_hint(hint)
-        except SchemaError as exc:
-            raise SchemaError(f"hints[{i}]: {exc}") from None
+    each(hints, "hints", check_hint)
 
 
 def check_hint(hint):

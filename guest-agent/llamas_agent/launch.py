@@ -9,6 +9,10 @@ import os
 
 from .syscalls import set_mempolicy
 
+# The launch name travels in the environment: inherited by the program's children, and readable
+# by the agent in /proc/PID/environ, so `enforce` rules can name it without a record of pids.
+LAUNCH_ENV = "LLAMAS_LAUNCH"
+
 
 def resolve_policy(records, name, mode, nodes):
     """(mode, nodes) to use: explicit arguments first, else the stored launch policy, else None."""
@@ -21,8 +25,10 @@ def resolve_policy(records, name, mode, nodes):
     return None, []
 
 
-def run(mode, nodes, argv):
-    """Set our policy (if any) and exec argv; returns only on failure."""
+def run(mode, nodes, argv, name=None):
+    """Set our policy (if any) and the launch name (if any), and exec argv; returns only on failure."""
+    if name:
+        os.environ[LAUNCH_ENV] = name
     if mode:
         set_mempolicy(mode, nodes)
     os.execvp(argv[0], argv)

@@ -41,7 +41,7 @@ def parse_stat(text):
     # fields[0] is state (field 3 of proc(5)); field N of proc(5) is fields[N - 3].
     return {"comm": comm, "state": fields[0], "ppid": int(fields[1]), "flags": int(fields[6]),
             "utime": int(fields[11]), "stime": int(fields[12]), "nice": int(fields[16]),
-            "num_threads": int(fields[17]),
+            "num_threads": int(fields[17]), "starttime": int(fields[19]) if len(fields) > 19 else None,
             # Linux >= 2.5.19 writes both; a shorter line (an old kernel, a test tree) lacks them.
             "processor": int(fields[36]) if len(fields) > 36 else None,
             "policy": int(fields[38]) if len(fields) > 38 else 0}

@@ -1,8 +1,9 @@
 """`undo`: reverse the recorded changes, newest first, and clear the record.
 
-Knobs, CPU affinities, nice levels and scheduling classes, and launch policies are restored.  Page moves are not
-recorded: the pages already sit where the hint asked, and moving them back is
-a new hint with its own checks.  A thread that has exited since is skipped and
+Knobs, CPU affinities, nice levels and scheduling classes, and launch policies are restored.  Page moves of
+`apply` are not recorded: the pages already sit where the hint asked, and moving them back is
+a new hint with its own checks.  An `enforce` daemon is stopped and the pages it moved go back
+(its journal, enforce.py): a standing policy keeps moving pages, so only undo ends it.  A thread that has exited since is skipped and
 reported.
 """
 
@@ -61,4 +62,9 @@ def _launch(tree, records, entry):
     records.save(records.launch_path, launches)
 
 
-_UNDO = {"knob": _knob, "affinity": _affinity, "sched": _sched, "launch": _launch}
+def _enforce(tree, records, entry):
+    from .enforce import restore
+    return restore(tree, records, entry)
+
+
+_UNDO = {"enforce": _enforce, "knob": _knob, "affinity": _affinity, "sched": _sched, "launch": _launch}

@@ -122,3 +122,37 @@ def build_tree(root: Path, *, node1_free_kib: int = 900_000, knobs: bool = True)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return root
+
+
+PRESENT = 1 << 63
+SOFT_DIRTY = 1 << 55
+
+
+def pagemap_entry(pfn: int, written: bool = False) -> int:
+    """A present page's /proc/PID/pagemap entry (proc(5)): the frame number, bit 55 if written, bit 63."""
+    return PRESENT | (SOFT_DIRTY if written else 0) | pfn
+
+
+def add_mapped_process(root: Path, pid: int, comm: str, maps: str, pages: dict[int, int], *,
+                       rss_kib: int = 16384, environ: str = "") -> None:
+    """A user process with `maps`, and a sparse pagemap holding `pages` ({virtual address: entry});
+    clear_refs is an empty file the agent writes to, environ the process's environment."""
+    base = root / "proc" / str(pid)
+    base.mkdir(parents=True)
+    (base / "stat").write_text(stat_line(pid, comm, 1, USER_FLAGS))
+    (base / "status").write_text(status_text(comm, rss_kib))
+    (base / "maps").write_text(maps)
+    (base / "clear_refs").write_text("")
+    (base / "environ").write_bytes(environ.encode())
+    with open(base / "pagemap", "wb") as f:
+        for address, entry in pages.items():
+            f.seek(address // 4096 * 8)
+            f.write(entry.to_bytes(8, "little"))
+
+
+def add_idle_bitmap(root: Path, frames: int = 1 << 16) -> Path:
+    """/sys/kernel/mm/page_idle/bitmap as a plain file of zero words (nothing marked idle) for `frames` frames."""
+    path = root / "sys/kernel/mm/page_idle/bitmap"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(frames // 8))
+    return path

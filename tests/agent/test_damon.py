@@ -3,27 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from llamas_agent.damon import ADMIN, ULONG_MAX, DamonUnavailable, monitor
+from llamas_agent.damon import ULONG_MAX, DamonUnavailable, monitor
 from llamas_agent.gather import gather_state
-
-
-@pytest.fixture
-def admin(guest_root):
-    base = guest_root / ADMIN
-    base.mkdir(parents=True)
-    (base / "nr_kdamonds").write_text("0\n")
-    # The kernel makes these directories when nr_kdamonds, nr_contexts, ... are written.
-    ctx = base / "0/contexts/0"
-    for sub in ("monitoring_attrs/intervals", "targets/0", "schemes/0/access_pattern/sz",
-                "schemes/0/access_pattern/nr_accesses", "schemes/0/access_pattern/age"):
-        (ctx / sub).mkdir(parents=True)
-    # What the kernel would list after update_schemes_tried_regions: two regions of pid 300.
-    tried = base / "0/contexts/0/schemes/0/tried_regions"
-    for name, (start, end, hits, age) in {"0": (0x1000, 0x5000, 2, 7), "1": (0x5000, 0x9000, 15, 1)}.items():
-        (tried / name).mkdir(parents=True)
-        for field, value in (("start", start), ("end", end), ("nr_accesses", hits), ("age", age)):
-            (tried / name / field).write_text(f"{value}\n")
-    return base
 
 
 def test_monitor_configures_reads_and_turns_off(tree, admin):

@@ -8,7 +8,6 @@ except for the workload's pages, which the migration tests move on purpose.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -28,8 +27,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 MIB = 1024
 WORKLOAD_MIB = 64
-# Allocates and touches MIB, says so, then sleeps: a process whose pages sit still.
-WORKLOAD = "import time\nb = b'\\x01' * ({mib} << 20)\nopen('/tmp/{tag}.ready', 'w').close()\ntime.sleep(3600)\n"
 # Touches one byte per page of 32 MiB, again and again: memory DAMON must see accessed.
 HOT = ("b = bytearray(32 << 20)\nopen('/tmp/{tag}.ready', 'w').close()\nwhile True:\n"
        "    for i in range(0, len(b), 4096):\n        b[i] = (b[i] + 1) & 255\n")
@@ -40,22 +37,8 @@ def vm(booted_vm):
     return booted_vm("dram-cxl")
 
 
-def start_workload(shell, tag: str, mib: int = 0, policy: str = "--policy bind --nodes 0",
-                   program: str = WORKLOAD, wrapper: str = "") -> int:
-    """Start a memory-filling process under `policy` and return its pid once its memory is touched."""
-    agent.upload_text(shell, program.format(mib=mib, tag=tag), f"/tmp/{tag}.py")
-    pid = int(shell.run(f"rm -f /tmp/{tag}.ready; setsid llamas-agent run {policy} -- {wrapper} python3 /tmp/{tag}.py "
-                        f"</dev/null >/tmp/{tag}.log 2>&1 & echo $!").stdout)
-    deadline = time.monotonic() + 60
-    while shell.run(f"test -e /tmp/{tag}.ready", check=False).exit_status != 0:
-        assert shell.run(f"kill -0 {pid}", check=False).ok, f"workload {tag} died before it was ready"
-        assert time.monotonic() < deadline, f"workload {tag} did not get ready"
-        time.sleep(0.5)
-    return pid
-
-
 @pytest.fixture(scope="module")
-def workload(vm):
+def workload(vm, start_workload):
     pid = start_workload(vm.shell, "wl", WORKLOAD_MIB)
     yield pid
     vm.shell.run(f"kill {pid}", check=False)
@@ -234,7 +217,7 @@ def test_the_agent_refuses_to_slow_down_sshd_and_its_own_ancestors(vm):
         fresh.close()
 
 
-def test_move_larger_than_free_memory_is_rejected(vm, workload):
+def test_move_larger_than_free_memory_is_rejected(vm, workload, start_workload):
     state = agent.gather(vm.shell)
     free_mib = state.node(1).mem_free_kib // MIB
     # Leave 90 MiB free on node 1: more than the workload needs, less than that plus the
@@ -334,7 +317,7 @@ def test_knobs_and_affinity_are_applied_then_undone(vm, workload):
     assert [e["action"] for e in agent.audit_log(vm.shell)][-5:] == ["undo"] * 5
 
 
-def test_launch_policy_places_a_new_program_and_is_undone(vm):
+def test_launch_policy_places_a_new_program_and_is_undone(vm, start_workload):
     result = agent.apply(vm.shell, HintDocument(hints=[SetPolicy(launch="bench", mode="bind", nodes=[1])]))
     assert result.all_applied, result
     pid = start_workload(vm.shell, "launched", 16, policy="--as bench")
@@ -347,7 +330,7 @@ def test_launch_policy_places_a_new_program_and_is_undone(vm):
     assert vm.shell.run("cat /var/lib/llamas-agent/launch-policies.json").stdout.strip() == "{}"
 
 
-def test_gather_with_damon_sees_processes_touching_their_memory(vm, workload):
+def test_gather_with_damon_sees_processes_touching_their_memory(vm, workload, start_workload):
     # Two hot processes share CPU 1: DAMON clears a page's Accessed bit without a TLB flush, and
     # QEMU's software TLB (unlike a hardware one) holds every page of a small loop, so a process
     # alone on its vCPU is never seen again; switching between them reloads CR3 and flushes it.

@@ -1,0 +1,98 @@
+"""Planning one round of moves from classified chunks: rules in order, within room and bandwidth.
+
+Pure functions over plain data, so the choices can be tested without a kernel.
+A chunk (classify.measure) takes the first rule whose match it fits; chunks of
+earlier rules choose first.  A chunk goes to the first node of its rule's
+preference that has room for the pages not already there (a node's free
+memory less what it must keep free); a chunk already on a preferred node with
+no room ahead of it stays.  Moves stop when the round's bandwidth budget is
+spent: the rest waits for the next round.
+"""
+
+from .classify import PAGE
+from .validate import margin_kib
+
+
+def matches(match, chunk, launch, region_bytes):
+    """True when a rule's match fits a chunk (its process's launch name and its mapping's size given)."""
+    if "heat" in match and chunk["heat"] != match["heat"]:
+        return False  # a heat of None (unmeasured) matches no heat rule
+    if "write" in match and chunk["write"] != match["write"]:
+        return False
+    if "launch" in match and launch != match["launch"]:
+        return False
+    return not ("min_region_mib" in match and region_bytes < match["min_region_mib"] << 20)
+
+
+def first_rule(rules, chunk, launch):
+    """Index of the first rule that matches the chunk, or None."""
+    for i, rule in enumerate(rules):
+        if matches(rule["match"], chunk, launch, chunk["region_bytes"]):
+            return i
+    return None
+
+
+def room_kib(nodes, keep_free_mib):
+    """{node: KiB a round may still fill}: free memory less the larger of the policy's keep-free and the
+    agent's own safety margin (validate.margin_kib), never below zero."""
+    return {n["id"]: max(0, n["mem_free_kib"] - max(keep_free_mib.get(str(n["id"]), 0) * 1024, margin_kib(n)))
+            for n in nodes}
+
+
+def _target(preference, chunk, room):
+    """The first preferred node with room for the chunk's pages not yet on it; None if none has."""
+    for node in preference:
+        need = sum(1 for n in chunk["nodes"] if n >= 0 and n != node) * PAGE // 1024
+        if need <= room.get(node, 0):
+            return node
+    return None
+
+
+def plan_round(chunks, launches, rules, room, budget_bytes):
+    """Moves for this round and what was left undone.
+
+    launches: {pid: launch name or None}; room: room_kib() (booked as moves are planned,
+    so one chunk leaving a node makes room for the next); budget_bytes: bandwidth x interval.
+    Returns {"moves": [{"pid", "rule", "to_node", "addresses", "from_nodes"}], "deferred_bytes",
+    "no_room_bytes"}.
+    """
+    ranked = sorted(((first_rule(rules, c, launches.get(c["pid"])), i) for i, c in enumerate(chunks)),
+                    key=lambda pair: (pair[0] is None, pair))
+    moves, left, deferred, no_room = [], budget_bytes, 0, 0
+    for rule, index in ranked:
+        if rule is None:
+            break
+        chunk = chunks[index]
+        node = _target(rules[rule]["nodes"], chunk, room)
+        if node is None:
+            no_room += sum(1 for n in chunk["nodes"] if n >= 0 and n not in rules[rule]["nodes"]) * PAGE
+            continue
+        pages = [(a, n) for a, n in zip(chunk["addresses"], chunk["nodes"], strict=True) if n >= 0 and n != node]
+        if not pages:
+            continue
+        if len(pages) * PAGE > left:
+            deferred += len(pages) * PAGE
+            continue
+        left -= len(pages) * PAGE
+        _book(room, pages, node)
+        moves.append({"pid": chunk["pid"], "rule": rule, "to_node": node,
+                      "addresses": [a for a, _ in pages], "from_nodes": [n for _, n in pages]})
+    return {"moves": moves, "deferred_bytes": deferred, "no_room_bytes": no_room}
+
+
+def _book(room, pages, node):
+    kib = PAGE // 1024
+    room[node] = room.get(node, 0) - len(pages) * kib
+    for _, src in pages:
+        room[src] = room.get(src, 0) + kib
+
+
+def bytes_by_class(chunks):
+    """{"heat/write": {node: bytes}} of the chunks as measured (heat "unknown" where unmeasured)."""
+    out = {}
+    for c in chunks:
+        per_node = out.setdefault(f"{c['heat'] or 'unknown'}/{c['write']}", {})
+        for n in c["nodes"]:
+            if n >= 0:
+                per_node[str(n)] = per_node.get(str(n), 0) + PAGE
+    return out
