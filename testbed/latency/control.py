@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "delay_ns")
+COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "streamed", "delay_ns")
 
 
 class ControlError(RuntimeError):

@@ -52,8 +52,30 @@ def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: 
     args = [f"sock={socket_path}", f"batch_ns={batch_ns}", *cache.plugin_args()]
     args += [r.plugin_arg() for r in layout.ram_ranges(topology)]
     args += [f"delay={node}:{int(r)}:{int(w)}" for node, (r, w) in sorted(delays.items())]
+    args += stream_args(topology, cache.line)
     args += speed_args(topology)
     return ",".join([str(library), *args])
+
+
+def stream_args(topology: Topology, line: int) -> list[str]:
+    """`stream=NODE:R:W`: the share (ppm) of a miss's delay owed when it continues a sequential stream.
+
+    A prefetched or write-combined line costs the node's transfer time for one line at its
+    bandwidth, not its latency: (line / bandwidth) / latency, from the node's HMAT entry.
+    """
+    args = []
+    for node in topology.nodes:
+        entry = topology.best_hmat(node)
+        if entry is None:
+            continue
+        read = _ppm(line * 1000 / entry.read_bandwidth_mbps, entry.read_latency_ns)
+        write = _ppm(line * 1000 / entry.write_bandwidth_mbps, entry.write_latency_ns)
+        args.append(f"stream={node.id}:{read}:{write}")
+    return args
+
+
+def _ppm(transfer_ns: float, latency_ns: int) -> int:
+    return min(1_000_000, round(1_000_000 * transfer_ns / latency_ns))
 
 
 def speed_args(topology: Topology) -> list[str]:

@@ -11,6 +11,13 @@
  * node are read and reset from the host over a UNIX socket while the guest
  * runs.
  *
+ * Streams: a miss on the line right after a recent miss (a page copy, a page
+ * being zeroed, a sequential scan) is what a hardware prefetcher or a write-
+ * combining stream serves at the node's bandwidth, not at its latency.  Such a
+ * miss owes the node's delay times its stream factor (line size / bandwidth
+ * over latency, from the topology), so the kernel's page migrations cost what
+ * they cost on the modelled machine; random misses are unchanged.
+ *
  * Cores of different speed (a sibling job in the same plugin): a vCPU with
  * speed s < 1 owes (1/s - 1) ns of sleep for every ns of CPU time its thread
  * spends running it, so its instruction rate is s times what it would be;
@@ -29,6 +36,7 @@
  * Arguments (QEMU splits them at commas):
  *   range=BASE:END:NODE   guest physical [BASE, END) in hex belongs to NODE (repeatable)
  *   delay=NODE:READ:WRITE ns owed per read / write miss on NODE (repeatable)
+ *   stream=NODE:READ:WRITE parts per million of the delay a streamed miss owes (default 1000000)
  *   cache_kib=N line=N ways=N   the cache model (default 16 MiB, 64 B, 16 ways)
  *   batch_ns=N            pay debt once it exceeds N ns (default 20000)
  *   credit_cap_ns=N       host-CPU wait carried as credit, at most (default 5 ms)
@@ -124,11 +132,17 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_version = 2;
 #define OTHER MAX_NODES /* counter slot for addresses no range claims */
 
 struct range { uint64_t base, end; int node; };
-struct counters { uint64_t accesses, reads, writes, misses, read_misses, write_misses, delay_ns; };
+struct counters { uint64_t accesses, reads, writes, misses, read_misses, write_misses, streamed, delay_ns; };
 
 static struct range ranges[MAX_RANGES];
 static volatile int n_ranges;
 static volatile uint64_t delay_ns[MAX_NODES][2]; /* [node][0 read, 1 write] */
+#define PPM 1000000u
+static uint64_t stream_ppm[MAX_NODES][2]; /* set to PPM (no discount) at install */
+#define STREAMS 16 /* sequential streams followed at once, as a hardware prefetcher tracks */
+#define STREAM_TRAIN 2 /* lines in a row before a stream is served at bandwidth */
+static struct { uint64_t next_line, run; } streams[STREAMS];
+static unsigned stream_victim;
 
 static unsigned line_shift = 6, ways = 16;
 static uint64_t n_sets, set_mask, cache_kib = 16 * 1024;
@@ -183,6 +197,7 @@ static inline bool cache_access(uint64_t pa)
     uint64_t line = (pa >> line_shift) + 1;
     if (__atomic_load_n(&flush_requested, __ATOMIC_ACQUIRE)) {
         memset(tags, 0, n_sets * ways * sizeof(*tags));
+        memset(streams, 0, sizeof(streams));
         last_line = 0;
         __atomic_store_n(&flush_requested, false, __ATOMIC_RELEASE);
     }
@@ -201,6 +216,24 @@ static inline bool cache_access(uint64_t pa)
     }
     memmove(set + 1, set, (ways - 1) * sizeof(*set));
     set[0] = line;
+    return false;
+}
+
+/* True if `line` (a miss) continues a trained stream: it follows STREAM_TRAIN
+ * misses on the lines just before it, as a prefetcher needs a few ascending
+ * misses before it runs ahead (so random misses that happen to neighbour one
+ * another are not served as a stream).  A new stream replaces the oldest. */
+static inline bool stream_continues(uint64_t line)
+{
+    for (unsigned i = 0; i < STREAMS; i++) {
+        if (streams[i].next_line == line) {
+            streams[i].next_line = line + 1;
+            return ++streams[i].run >= STREAM_TRAIN;
+        }
+    }
+    streams[stream_victim].next_line = line + 1;
+    streams[stream_victim].run = 0;
+    stream_victim = (stream_victim + 1) % STREAMS;
     return false;
 }
 
@@ -328,6 +361,10 @@ static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
         return;
     }
     uint64_t owed = delay_ns[node][store];
+    if (stream_continues((pa >> line_shift) + 1)) {
+        owed = owed * stream_ppm[node][store] / PPM;
+        c->streamed++;
+    }
     c->misses++;
     if (store) {
         c->write_misses++;
@@ -365,6 +402,7 @@ static void add_counters(struct counters *sum, const struct counters *now, const
     sum->misses += now->misses - was->misses;
     sum->read_misses += now->read_misses - was->read_misses;
     sum->write_misses += now->write_misses - was->write_misses;
+    sum->streamed += now->streamed - was->streamed;
     sum->delay_ns += now->delay_ns - was->delay_ns;
 }
 
@@ -373,9 +411,9 @@ static int put_counters(char *out, size_t size, const char *key, int id, const s
     return snprintf(out, size,
                     "{\"%s\":%d,\"accesses\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
                     ",\"misses\":%" PRIu64 ",\"read_misses\":%" PRIu64 ",\"write_misses\":%" PRIu64
-                    ",\"delay_ns\":%" PRIu64 "}",
+                    ",\"streamed\":%" PRIu64 ",\"delay_ns\":%" PRIu64 "}",
                     key, id, c->accesses, c->reads, c->writes, c->misses, c->read_misses,
-                    c->write_misses, c->delay_ns);
+                    c->write_misses, c->streamed, c->delay_ns);
 }
 
 /* JSON: per node (id -1 = unclassified), per vCPU (only those that ran), sleep totals. */
@@ -440,6 +478,11 @@ static size_t format_config(char *out, size_t size)
     for (int n = 0; n < MAX_NODES; n++) {
         len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
                         delay_ns[n][0], delay_ns[n][1]);
+    }
+    len += snprintf(out + len, size - len, "],\"stream_ppm\":[");
+    for (int n = 0; n < MAX_NODES; n++) {
+        len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
+                        stream_ppm[n][0], stream_ppm[n][1]);
     }
     return len + snprintf(out + len, size - len,
                           "],\"cache_kib\":%" PRIu64 ",\"line\":%u,\"ways\":%u,\"sets\":%" PRIu64
@@ -609,6 +652,14 @@ static bool parse_arg(const char *arg)
     if (sscanf(arg, "delay=%d:%" SCNu64 ":%" SCNu64, &node, &rd, &wr) == 3) {
         return set_delay(node, rd, wr);
     }
+    if (sscanf(arg, "stream=%d:%" SCNu64 ":%" SCNu64, &node, &rd, &wr) == 3) {
+        if (node < 0 || node >= MAX_NODES || rd > PPM || wr > PPM) {
+            return false;
+        }
+        stream_ppm[node][0] = rd;
+        stream_ppm[node][1] = wr;
+        return true;
+    }
     if (strncmp(arg, "cache_kib=", 10) == 0) {
         cache_kib = strtoull(arg + 10, &end, 10);
         return *end == 0 && cache_kib > 0;
@@ -657,6 +708,9 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     if (!info->system_emulation) {
         say("llamas-latency: needs system emulation (%s)\n", info->target_name);
         return -1;
+    }
+    for (int n = 0; n < MAX_NODES; n++) {
+        stream_ppm[n][0] = stream_ppm[n][1] = PPM;
     }
     for (int i = 0; i < argc; i++) {
         if (!parse_arg(argv[i])) {
