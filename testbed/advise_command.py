@@ -1,4 +1,5 @@
-"""`testbed advise TOPOLOGY --state STATE.json`: ask the advisor for hints, touching no VM."""
+"""`testbed advise TOPOLOGY --state STATE.json`: ask the advisor for hints, touching no VM;
+`testbed advise TOPOLOGY --policy`: ask it for a standing placement policy from the description alone."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from . import policy_advice
 from . import state as state_mod
-from .advisor import Advice, Advisor
+from .advisor import Advice, Advisor, PolicyAdvice
 from .launcher import load_topology
 from .llm_client import DEFAULT_TIMEOUT_S, Endpoint
 from .prompt import DEFAULT_BUDGET_TOKENS
@@ -35,6 +37,8 @@ def load_state(path: Path) -> state_mod.GuestState:
 
 def cmd_advise(args: argparse.Namespace) -> int:
     topo = load_topology(args.topology)
+    if args.policy:
+        return _advise_policy(args, topo)
     guest_state = load_state(args.state)
     notes = read_text(args.notes, "notes") if args.notes else None
     endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout, args.system_in_user)
@@ -45,6 +49,28 @@ def cmd_advise(args: argparse.Namespace) -> int:
     else:
         print_advice(Console(), advice)
     return 0
+
+
+def _advise_policy(args: argparse.Namespace, topo) -> int:
+    notes = read_text(args.notes, "notes") if args.notes else None
+    endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout, args.system_in_user)
+    with Advisor(endpoint, refresh=args.refresh) as advisor:
+        advice = advisor.advise_policy(topo, notes)
+    if args.json:
+        print(json.dumps(advice.to_json()))
+    else:
+        print_policy(Console(), advice)
+    return 0
+
+
+def print_policy(console: Console, advice: PolicyAdvice) -> None:
+    """The policy for people: where it came from, its rules and limits, and the document to save."""
+    source = "answer cache" if advice.cached else "model"
+    console.print(f"model {escape(advice.model)} (from the {source}), prompt {advice.prompt_digest[:16]}"
+                  f"{', repaired once' if advice.repaired else ''}", highlight=False)
+    for line in policy_advice.summary(advice.policy):
+        console.print(f"- {escape(line)}", highlight=False)
+    console.print(escape(advice.policy.to_json()), highlight=False, soft_wrap=True)
 
 
 def print_advice(console: Console, advice: Advice) -> None:
@@ -72,9 +98,14 @@ def add_system_in_user(p: argparse.ArgumentParser) -> None:
 
 def add_parser(sub) -> None:
     """Register `advise` on the `testbed` command's subparsers."""
-    a = sub.add_parser("advise", help="ask the LLM advisor for hints for a gathered state (no VM)")
+    a = sub.add_parser("advise", help="ask the LLM advisor for hints for a gathered state, or for a placement "
+                                      "policy (no VM)")
     a.add_argument("topology", help="topology name or file (its description goes into the prompt)")
-    a.add_argument("--state", type=Path, required=True, help="JSON written by `llamas-agent gather`")
+    what = a.add_mutually_exclusive_group(required=True)
+    what.add_argument("--state", type=Path, help="JSON written by `llamas-agent gather`: ask for hints")
+    what.add_argument("--policy", action="store_true",
+                      help="ask for a standing placement policy (placement-policy-v1) from the description "
+                           "and facts alone, for `llamas-agent enforce`")
     a.add_argument("--notes", type=Path, help="a file of the administrator's notes on the workloads")
     a.add_argument("--endpoint", help="OpenAI-compatible base URL (default: $OPENAI_BASE_URL, "
                                       "else a local llama.cpp server)")
@@ -84,5 +115,6 @@ def add_parser(sub) -> None:
     a.add_argument("--budget", type=int, default=DEFAULT_BUDGET_TOKENS, help="prompt budget in tokens")
     a.add_argument("--refresh", action="store_true", help="ask the model even if the answer is cached")
     a.add_argument("--json", action="store_true",
-                   help='print {"model", "prompt_digest", "cached", "hints": [...], ...}')
+                   help='print {"model", "prompt_digest", "cached", "hints": [...], ...} '
+                        '(with --policy: {..., "policy": {...}})')
     a.set_defaults(func=cmd_advise)

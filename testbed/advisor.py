@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from . import advice_schema, llm_client, llm_server, prompt
+from . import advice_schema, llm_client, llm_server, policy_advice, prompt
 from .advice_schema import Dropped
 from .files import write_atomic
 from .hints import HintDocument
 from .image import cache_root
 from .llm_client import ChatClient, Endpoint
+from .policy import PlacementPolicy
 from .state import GuestState
 from .topology import Topology
 
@@ -55,6 +56,24 @@ class Advice:
                 "dropped": [d.to_json() for d in self.dropped], "left_out": self.left_out}
 
 
+@dataclass(frozen=True)
+class PolicyAdvice:
+    """A standing placement policy for one machine, and what names the exchange that produced it."""
+
+    model: str
+    prompt_digest: str
+    answer_digest: str
+    cached: bool
+    repaired: bool
+    policy: PlacementPolicy
+    seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "prompt_digest": self.prompt_digest, "answer_digest": self.answer_digest,
+                "cached": self.cached, "repaired": self.repaired,
+                "policy": self.policy.model_dump(by_alias=True, exclude_none=True)}
+
+
 class AnswerCache:
     """Answers on disk, one JSON file per key, written atomically."""
 
@@ -80,11 +99,11 @@ def text_digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _still_valid(entry: dict | None) -> list | None:
-    """The hints of a cached answer, or None where there is none or it fails today's checks (a key
+def _still_valid(entry: dict | None, parse=advice_schema.parse_answer):
+    """A cached answer parsed, or None where there is none or it fails today's checks (a key
     given twice, say, which older versions let through): such an answer is asked for again."""
     try:
-        return advice_schema.parse_answer(entry["text"]) if entry else None
+        return parse(entry["text"]) if entry else None
     except advice_schema.AnswerInvalid:
         return None
 
@@ -135,23 +154,38 @@ class Advisor:
         """Hints for `state` on `topo`: from the cache, else from the model (one repair round)."""
         started = time.monotonic()
         built = prompt.build(topo, state, notes, budget_tokens)
-        schema = advice_schema.response_schema(state)
-        model = self.model()
-        key = prompt.digest_of({"model": model, "messages": built.messages, "schema": schema,
-                                "params": self.params, "fold_system": self._fold_system})
-        entry = None if self.refresh else self.cache.get(key)
-        parsed = _still_valid(entry)
-        cached = parsed is not None
-        if parsed is None:
-            entry = self._ask(model, built, schema, key)
-            parsed = advice_schema.parse_answer(entry["text"])
+        model, entry, parsed, cached = self._answer(built, advice_schema.response_schema(state),
+                                                    advice_schema.parse_answer)
         kept, dropped = advice_schema.check_facts(state, parsed)
         return Advice(model, built.digest, entry["answer_digest"], cached, entry["repaired"], kept, dropped,
                       built.left_out, time.monotonic() - started)
 
-    def _ask(self, model: str, built: prompt.Prompt, schema: dict, key: str) -> dict:
-        answer = llm_client.ask_structured(self.client(), model, built.messages, schema, self.params,
-                                           advice_schema.parse_answer)
+    def advise_policy(self, topo: Topology, notes: str | None = None) -> PolicyAdvice:
+        """A placement policy for `topo` from its description and facts: from the cache, else from the model
+        (one repair round); it names only nodes the machine has."""
+        started = time.monotonic()
+        built = policy_advice.build_prompt(topo, notes)
+        model, entry, parsed, cached = self._answer(built, policy_advice.response_schema(topo),
+                                                    policy_advice.parser(topo))
+        return PolicyAdvice(model, built.digest, entry["answer_digest"], cached, entry["repaired"], parsed,
+                            time.monotonic() - started)
+
+    def _answer(self, built: prompt.Prompt, schema: dict, parse):
+        """(model, cache entry, parsed answer, whether it came from the cache): a cached answer that still
+        parses, else the model's (which is cached)."""
+        model = self.model()
+        key = prompt.digest_of({"model": model, "messages": built.messages, "schema": schema,
+                                "params": self.params, "fold_system": self._fold_system})
+        entry = None if self.refresh else self.cache.get(key)
+        parsed = _still_valid(entry, parse)
+        if parsed is not None:
+            return model, entry, parsed, True
+        entry = self._ask(model, built, schema, key, parse)
+        return model, entry, parse(entry["text"]), False
+
+    def _ask(self, model: str, built: prompt.Prompt, schema: dict, key: str,
+             parse=advice_schema.parse_answer) -> dict:
+        answer = llm_client.ask_structured(self.client(), model, built.messages, schema, self.params, parse)
         entry = {"key": key, "model": model, "endpoint": self.client().endpoint.base_url,
                  "prompt_digest": built.digest, "params": self.params, "mode": answer.mode,
                  "repaired": answer.repaired, "text": answer.text, "answer_digest": text_digest(answer.text),

@@ -180,6 +180,20 @@ class ChatClient:
             raise LLMError(f"{url}: {exc}") from None
 
 
+# Bounds that grammar-constrained decoders unroll into deeply nested rules (llama.cpp's server died
+# with SIGSEGV on the hint schema's 1000-character reasons); the caller checks every answer anyway.
+_GRAMMAR_HEAVY = {"maxLength", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern"}
+
+
+def light_schema(schema):
+    """`schema` without the bounds a grammar would unroll."""
+    if isinstance(schema, dict):
+        return {k: light_schema(v) for k, v in schema.items() if k not in _GRAMMAR_HEAVY}
+    if isinstance(schema, list):
+        return [light_schema(v) for v in schema]
+    return schema
+
+
 def fold_system(messages: list[dict]) -> list[dict]:
     """The messages with the system turns joined onto the head of the first user turn."""
     system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")

@@ -32,7 +32,7 @@ from mcp import Client
 
 from ..evaluation import workload as _workload
 from ..files import write_atomic
-from ..llm_client import ChatClient, LLMError
+from ..llm_client import ChatClient, LLMError, light_schema
 
 TRANSCRIPT_VERSION = 1
 RESULT_CHARS = 3000  # of one tool result, as the model sees it
@@ -204,27 +204,13 @@ class NativeModel:
         return {"role": "tool", "tool_call_id": call.id, "content": text}
 
 
-# Bounds that grammar-constrained decoders unroll into deeply nested rules (llama.cpp's server died
-# with SIGSEGV on the hint schema's 1000-character reasons); the server checks them on every call anyway.
-_GRAMMAR_HEAVY = {"maxLength", "maxItems", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern"}
-
-
-def _light(schema):
-    """`schema` without the bounds a grammar would unroll."""
-    if isinstance(schema, dict):
-        return {k: _light(v) for k, v in schema.items() if k not in _GRAMMAR_HEAVY}
-    if isinstance(schema, list):
-        return [_light(v) for v in schema]
-    return schema
-
-
 def json_schema_for(tools: list[dict]) -> dict:
     """One JSON object per answer: a tool and its arguments (each tool's input schema, its bounds left to the
     server's check), or done."""
     defs: dict = {}
     choices = []
     for t in tools:
-        schema = _light(t["input_schema"])
+        schema = light_schema(t["input_schema"])
         defs.update(schema.pop("$defs", {}))
         choices.append({"type": "object", "properties": {"tool": {"const": t["name"]}, "arguments": schema},
                         "required": ["tool", "arguments"], "additionalProperties": False})
