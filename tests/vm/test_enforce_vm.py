@@ -46,6 +46,27 @@ WRITE_AWARE = {
 }
 
 
+def _with(**changes) -> str:
+    return json.dumps({**WRITE_AWARE, **changes})
+
+
+# name -> (policy text, a phrase of the refusal)
+BAD_POLICIES = {
+    "unknown node": (_with(rules=[{"match": {}, "nodes": [0, 7]}]), "rules[0].nodes: node 7 does not exist"),
+    "contradictory rules": (_with(rules=[{"match": {"write": "read-mostly"}, "nodes": [1]},
+                                         {"match": {"write": "read-mostly"}, "nodes": [0]}]),
+                            "rules[1] can never apply"),
+    "zero bandwidth": (_with(limits={"bandwidth_mib_s": 0, "interval_s": 2}), "limits.bandwidth_mib_s"),
+    "huge interval": (_with(limits={"bandwidth_mib_s": 8, "interval_s": 86400}), "limits.interval_s"),
+    "keeping a whole node free": (_with(limits={"bandwidth_mib_s": 8, "interval_s": 2,
+                                                "keep_free_mib": {"1": 4096}}), "is not less than node 1's"),
+    "a rule naming a pid": (_with(rules=[{"match": {"pid": 1}, "nodes": [0]}]), "unknown field(s) ['pid']"),
+    "malformed JSON": ('{"schema": "placement-policy-v1", "rules": [', "malformed JSON"),
+    "repeated key": ('{"schema": "placement-policy-v1", "schema": "x"}', "duplicate key 'schema'"),
+    "huge document": (_with(description="x" * 20000), "more than the 16384 allowed"),
+}
+
+
 @pytest.fixture(scope="module")
 def vm(booted_vm):
     return booted_vm("dram-nvm")
@@ -59,6 +80,10 @@ def buffer_kib(shell, pid: int, address: int) -> dict[int, int]:
               "print(json.dumps({n: nodes.count(n) for n in set(nodes)}))")
     pages = json.loads(shell.run(f"python3 -c {shlex.quote(script)}").stdout)
     return {int(n): count * 4 for n, count in pages.items() if int(n) >= 0}
+
+
+def vmstat(shell, name: str) -> int:
+    return int(shell.run(f"grep '^{name} ' /proc/vmstat").stdout.split()[1])
 
 
 def share(kib: dict[int, int], node: int) -> float:
@@ -86,13 +111,17 @@ def test_a_write_aware_policy_splits_the_buffers_and_undo_puts_them_back(vm, sta
         before = {b: buffer_kib(shell, pid, a) for b, a in (("written", written), ("read", read))}
         assert all(0.3 < share(kib, 0) < 0.7 for kib in before.values()), before  # interleaved: half on each
 
-        # A policy for a node the machine lacks is refused, and nothing moves.
-        agent.upload_text(shell, json.dumps({**WRITE_AWARE, "rules": [{"match": {}, "nodes": [0, 7]}]}),
-                          "/tmp/bad.json")
-        bad = shell.run("llamas-agent enforce /tmp/bad.json --rounds 1", check=False)
-        assert bad.exit_status == 2 and "rules[0].nodes: node 7 does not exist" in bad.stdout, bad
-        assert buffer_kib(shell, pid, written) == before["written"]
-        assert not rounds(shell) and agent.audit_log(shell)[-1]["status"] == "rejected"
+        # Bad policies are refused with the reason, and nothing moves: no page migrated (khugepaged may still
+        # collapse interleaved pages into a huge page on one node, which is no migration), no round, no undo.
+        migrated = vmstat(shell, "pgmigrate_success")
+        for name, (text, phrase) in BAD_POLICIES.items():
+            agent.upload_text(shell, text, "/tmp/bad.json")
+            bad = shell.run("llamas-agent enforce /tmp/bad.json --rounds 1", check=False)
+            assert bad.exit_status == 2 and phrase in json.loads(bad.stdout)["error"], (name, bad)
+            assert agent.audit_log(shell)[-1]["status"] == "rejected", name
+        assert vmstat(shell, "pgmigrate_success") == migrated
+        assert not rounds(shell)
+        assert shell.run("cat /var/lib/llamas-agent/undo.json 2>/dev/null || echo '[]'").stdout.strip() == "[]"
 
         agent.upload_text(shell, json.dumps(WRITE_AWARE), "/tmp/policy.json")
         daemon = int(shell.run("setsid llamas-agent enforce /tmp/policy.json </dev/null >/tmp/enforce.log 2>&1 "
@@ -129,8 +158,8 @@ def test_a_write_aware_policy_splits_the_buffers_and_undo_puts_them_back(vm, sta
         assert not shell.run(f"kill -0 {daemon}", check=False).ok
         after = {b: buffer_kib(shell, pid, a) for b, a in (("written", written), ("read", read))}
         print(f"after undo {after}; undo {entry['detail']}")
-        # Page by page, except where the kernel has since made 4 KiB pages into a huge page (THP is on): that
-        # goes back whole, to one node, so up to 2 MiB per buffer may differ from the interleaved start.
+        # Page by page, except where khugepaged has since made 4 KiB pages into a huge page (THP is `always`):
+        # that lies on one node and goes back whole, so up to 2 MiB per buffer may differ from the start.
         for b, kib in before.items():
             for node in (0, 1):
                 assert abs(after[b].get(node, 0) - kib.get(node, 0)) <= 2048, (b, before, after)
