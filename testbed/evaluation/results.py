@@ -39,6 +39,7 @@ class NodeCounters(BaseModel):
     misses: int = 0
     read_misses: int = 0
     write_misses: int = 0
+    streamed: int = 0  # misses served as a sequential stream (at bandwidth, see the plugin)
     delay_ns: int = 0
 
 

@@ -18,14 +18,14 @@ from .conftest import make_run
 PLUGIN_ANSWER = json.dumps({
     "nodes": [
         {"node": -1, "accesses": 5, "reads": 5, "writes": 0, "misses": 1, "read_misses": 1, "write_misses": 0,
-         "delay_ns": 0},
+         "streamed": 0, "delay_ns": 0},
         {"node": 0, "accesses": 900, "reads": 600, "writes": 300, "misses": 300, "read_misses": 200,
-         "write_misses": 100, "delay_ns": 150000},
+         "write_misses": 100, "streamed": 40, "delay_ns": 150000},
         {"node": 1, "accesses": 300, "reads": 200, "writes": 100, "misses": 100, "read_misses": 60,
-         "write_misses": 40, "delay_ns": 90000},
+         "write_misses": 40, "streamed": 0, "delay_ns": 90000},
     ],
     "vcpus": [{"vcpu": 0, "accesses": 1205, "reads": 805, "writes": 400, "misses": 401, "read_misses": 261,
-               "write_misses": 140, "delay_ns": 240000}],
+               "write_misses": 140, "streamed": 40, "delay_ns": 240000}],
     "slept_ns": 240000, "sleeps": 12,
 })
 
