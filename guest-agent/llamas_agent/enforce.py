@@ -40,6 +40,7 @@ MIN_SCOPE_RSS_KIB = 4096           # smaller processes are not worth a pagemap w
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_WAIT_S = 60
 JOURNAL = "enforce-journal.json"
+_UNJUDGED = object()
 DAMON_WINDOW_S = 2.0               # DAMON watches the last seconds of each interval: kdamond's CPU is not free
 DAMON_AGGR_US = 500_000            # one aggregation: 100 samples of 5 ms
 DAMON_MAX_REGIONS = 4096
@@ -115,32 +116,40 @@ class Daemon:
         self.heat, self.heat_note = (self.bitmap if self.bitmap.available else None), None
         self.damon = not self.bitmap.available and tree.read_int(DAMON_ADMIN, "nr_kdamonds") is not None
         self.journal = Journal(os.path.join(os.path.dirname(records.undo_path), JOURNAL))
-        self.armed, self.skipped = {}, {}
+        self.armed, self.skipped, self.verdicts = {}, {}, {}
         self.cpu_total, self.cpu_mark = 0.0, _cpu()
 
     def scope(self):
-        """{pid: starttime} of the processes this round watches; protected ones noted in self.skipped."""
-        out, self.skipped = {}, {}
+        """{pid: starttime} of the processes this round watches; with --pids, why the others are not in it.
+
+        What does not change while a process lives (a kernel thread, protected, init or the agent) is
+        judged once per process: most pids of a guest are kernel threads, and each judgement reads
+        several /proc files.  Only the size is looked at again every round.
+        """
+        out, self.skipped, verdicts = {}, {}, {}
         for pid in (sorted(self.only) if self.only else pids(self.tree)):
-            reason = self._unfit(pid)
-            if reason:
-                if self.only:
-                    self.skipped[str(pid)] = reason
-                continue
             ident = proc_identity(self.tree, pid)
-            if ident:
+            reason = "gone" if ident is None else self.verdicts.get(ident, _UNJUDGED)
+            if reason is _UNJUDGED:
+                reason = self._unfit(pid)
+            if ident is not None:
+                verdicts[ident] = reason
+            if reason is None and not self.only and _rss_kib(self.tree, pid) < MIN_SCOPE_RSS_KIB:
+                reason = "too small"
+            if reason is None:
                 out[pid] = ident[1]
+            elif self.only:
+                self.skipped[str(pid)] = reason
+        self.verdicts = verdicts  # exited processes are forgotten
         return out
 
     def _unfit(self, pid):
-        """Why pid is out of scope, or None."""
+        """Why pid can never be in scope (for as long as it lives), or None."""
         if pid == 1 or pid == os.getpid():
             return "init or the agent itself"
         stat = self.tree.read("proc", str(pid), "stat")
         if not stat or parse_stat(stat)["flags"] & PF_KTHREAD:
             return "gone, or a kernel thread"
-        if not self.only and _rss_kib(self.tree, pid) < MIN_SCOPE_RSS_KIB:
-            return "too small"
         _, why = why_protected(self.ctx, pid)
         return f"protected ({why})" if why else None
 

@@ -9,6 +9,8 @@ no room ahead of it stays.  Moves stop when the round's bandwidth budget is
 spent: the rest waits for the next round.
 """
 
+from collections import Counter
+
 from .classify import PAGE
 from .validate import margin_kib
 
@@ -92,7 +94,7 @@ def bytes_by_class(chunks):
     out = {}
     for c in chunks:
         per_node = out.setdefault(f"{c['heat'] or 'unknown'}/{c['write']}", {})
-        for n in c["nodes"]:
+        for n, count in Counter(c["nodes"]).items():  # counted in C: this runs over every page each round
             if n >= 0:
-                per_node[str(n)] = per_node.get(str(n), 0) + PAGE
+                per_node[str(n)] = per_node.get(str(n), 0) + count * PAGE
     return out

@@ -189,3 +189,19 @@ def test_damon_in_use_leaves_heat_unmeasured_and_says_why(tree, records, admin, 
     (record,) = [e for e in audit(records) if e["action"] == "enforce_round"]
     assert record["heat"] == "unmeasured" and "already in use" in record["heat_note"]
     assert (admin / "nr_kdamonds").read_text() == "1\n"   # someone else's DAMON is left alone
+
+
+def test_what_cannot_change_is_judged_once_per_process_and_size_every_round(tree, records, guest_root, kernel,
+                                                                            policy, monkeypatch):
+    judged = []
+    real = daemon.why_protected
+    monkeypatch.setattr(daemon, "why_protected", lambda ctx, pid: judged.append(pid) or real(ctx, pid))
+    d = daemon.Daemon(tree, records, policy(), b"{}")
+    first = d.scope()
+    assert 300 in first and 400 not in first and sorted(judged) == [300, 400, 500]
+    (guest_root / "proc/400/status").write_text("Name:\tevil\nVmRSS:\t  9000 kB\n")  # it grew
+    assert 400 in d.scope() and sorted(judged) == [300, 400, 500]  # no process judged again
+    (guest_root / "proc/400/stat").write_text(
+        (guest_root / "proc/400/stat").read_text().replace(" 500 0 0", " 501 0 0", 1))  # a new process, pid reused
+    d.scope()
+    assert sorted(judged) == [300, 400, 400, 500]
