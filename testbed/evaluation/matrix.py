@@ -83,6 +83,10 @@ class Matrix(_Strict):
     warmup_s: float = Field(default=0, ge=0, description="seconds of the timed phase given to reactive policies "
                             "to converge; the steady state is measured after it")
     tick_ms: int = Field(default=250, ge=50, le=10000, description="progress and counter sampling interval")
+    phase_clock: Literal["host", "model"] = Field(
+        default="host", description="whose seconds warmup_s and duration_s count: the host's, or the modelled "
+        "machine's ('model': times the time scale on the host, so a slower host, with a larger k, runs longer "
+        "and every host gives the policies the same modelled time)")
     time_scale: Literal["auto"] | float = Field(
         default=1, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
         "many times slower, as the emulated machine is; 'auto': the latency calibration's k; 1: as booted")
@@ -101,6 +105,8 @@ class Matrix(_Strict):
             for i, name in enumerate(names):
                 if name in names[:i]:
                     raise ValueError(f"{field}[{i}]={name!r} is listed twice")
+        if self.phase_clock == "model" and self.duration_s is None:
+            raise ValueError("phase_clock='model' needs a time-based run: set duration_s")
         if self.warmup_s and self.duration_s is None:
             raise ValueError(f"warmup_s={self.warmup_s} needs a time-based run: set duration_s too")
         if not isinstance(self.time_scale, str) and not 0 < self.time_scale <= 1000:
@@ -124,6 +130,13 @@ class Matrix(_Strict):
     def timed_s(self) -> float | None:
         """The whole time-based timed phase (warm-up and steady state), or None for counted runs."""
         return None if self.duration_s is None else self.warmup_s + self.duration_s
+
+    def host_phases(self, time_scale: float) -> tuple[float, float] | None:
+        """(warm-up, whole timed phase) in host seconds at this time scale, or None for counted runs."""
+        if self.duration_s is None:
+            return None
+        factor = time_scale if self.phase_clock == "model" else 1
+        return self.warmup_s * factor, self.timed_s * factor
 
     def seed_of(self, repeat: int) -> int:
         return self.seeds[repeat] if self.seeds is not None else self.seed + repeat

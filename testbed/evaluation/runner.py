@@ -279,10 +279,12 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
              policy: policies.Policy, ctx: policies.Context, outcome: policies.Outcome) -> None:
     """Set-up with the delays off, the policy at the gate, then the timed phase with the delays on."""
     machine, proc = bench.machine, ctx.proc
+    phases = matrix.host_phases(bench.time_scale)
     machine.set_delays(bench.zero)  # set-up at TCG speed: only the timed phase feels the latency
     with _phase(run, "setup"):
         command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
-                                   wait=proc.gate, hotmap=ctx.hotmap, seconds=matrix.timed_s, tick_ms=matrix.tick_ms)
+                                   wait=proc.gate, hotmap=ctx.hotmap, seconds=phases and phases[1],
+                                   tick_ms=matrix.tick_ms)
         guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
         if workload.roles:
             ctx.roles = _roles(workload, proc)
@@ -304,7 +306,8 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
     run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, kernel_counters.snapshot(ctx.shell))
     run.figures = workload.parse(output)
     if matrix.duration_s is not None:
-        run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.warmup_s, ops=ticks(output),
+        run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.host_phases(bench.time_scale)[0],
+                            ops=ticks(output),
                             misses=sampler.points)
         steady = run.series.steady_rate()
         if steady is None:

@@ -114,8 +114,18 @@ def test_a_time_based_matrix_runs_warm_up_and_steady_state_in_one_timed_phase(wr
     tiering = matrix.load(matrix.resolve("tiering"))
     unscaled = matrix.load(matrix.resolve("tiering-unscaled"))
     assert tiering.time_scale == "auto" and unscaled.time_scale == 1
-    assert tiering.model_dump(exclude={"name", "description", "time_scale"}) == \
-           unscaled.model_dump(exclude={"name", "description", "time_scale"})  # the only difference
+    assert tiering.phase_clock == "model" and unscaled.phase_clock == "host"
+    clocks = {"name", "description", "time_scale", "phase_clock", "warmup_s", "duration_s"}
+    assert tiering.model_dump(exclude=clocks) == unscaled.model_dump(exclude=clocks)  # the only differences
+
+
+def test_phases_in_the_modelled_machines_seconds_last_k_times_longer_on_the_host(write_file):
+    model = matrix.load(write_file("m.toml", GOOD + "duration_s = 2\nwarmup_s = 5\nphase_clock = 'model'\n"))
+    assert model.host_phases(13.0) == (65.0, 91.0)
+    assert model.host_phases(1.0) == (5.0, 7.0)
+    host = matrix.load(write_file("h.toml", GOOD + "duration_s = 2\nwarmup_s = 5\n"))
+    assert host.phase_clock == "host" and host.host_phases(13.0) == (5.0, 7.0)
+    assert matrix.load(write_file("c.toml", GOOD)).host_phases(13.0) is None
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -124,6 +134,8 @@ def test_a_time_based_matrix_runs_warm_up_and_steady_state_in_one_timed_phase(wr
     ("time_scale = 'fast'", ["time_scale", "fast"]),
     ("duration_s = -1", ["duration_s", "-1"]),
     ("tick_ms = 1", ["tick_ms", "1"]),
+    ("phase_clock = 'model'", ["phase_clock", "duration_s"]),
+    ("phase_clock = 'guest'\nduration_s = 1", ["phase_clock", "guest"]),
 ])
 def test_time_based_fields_are_checked(write_file, change, expected):
     path = write_file("bad-time.toml", GOOD + change + "\n")
