@@ -83,3 +83,22 @@ def test_fit_stops_once_every_node_is_within_tolerance(nvm_targets, bend, rounds
     assert result.rounds == rounds and result.error <= trim.TOLERANCE
     assert host.probes == rounds * len(nvm_targets) * 2 * calibrate.REPEATS
     assert result.felt == bent(result.delays, bend)
+
+
+@pytest.mark.parametrize("err, cached", [(trim.TOLERANCE, True), (0.1378, False)])
+def test_only_a_trim_that_converged_is_cached(tmp_path, monkeypatch, nvm_targets, err, cached):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    fitted = trim.Trim({0: (300, 400), 1: (2400, 8400)}, {0: (1300, 1300), 1: (4000, 11800)}, err, 3)
+    monkeypatch.setattr(trim, "fit", lambda machine, cal, targets: fitted)
+
+    class Machine:
+        topology = type("T", (), {"name": "dram-nvm"})()
+        delays = None
+
+        def set_delays(self, delays):
+            self.delays = delays
+
+    machine = Machine()
+    assert trim.ensure(machine, CAL, nvm_targets) == fitted
+    assert machine.delays == fitted.delays  # used either way
+    assert trim._path(CAL, nvm_targets).exists() is cached
