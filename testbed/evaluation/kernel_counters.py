@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 from ..ssh import GuestShell
 
-# /proc/vmstat counters worth a delta: NUMA balancing's faults and migrations, tiering's promotions and demotions.
-VMSTAT_PREFIXES = ("numa_", "pgpromote_", "pgdemote_", "pgmigrate_", "thp_migration_")
+# /proc/vmstat counters worth a delta: NUMA balancing's faults and migrations, tiering's promotions and
+# demotions, and whether kswapd ran at all (pageoutrun: its balancing passes) and found pages to scan.
+VMSTAT_PREFIXES = ("numa_", "pgpromote_", "pgdemote_", "pgmigrate_", "thp_migration_", "pageoutrun",
+                   "pgscan_kswapd", "pgsteal_kswapd")
 # Kernel threads whose CPU time is the policy's cost: DAMON's and the reclaim (demotion) threads.
 THREADS = ("kdamond", "kswapd")
 # /proc/interrupts rows kept, summed over CPUs: every page migration or unmap flushes other CPUs' TLBs.

@@ -13,6 +13,10 @@ pgpromote_success 0
 pgdemote_kswapd 5
 pgmigrate_success 3
 workingset_refault_anon 99
+pageoutrun 2
+pgscan_kswapd 0
+pgscan_direct 7
+pgsteal_kswapd 0
  TLB:         10         20   TLB shootdowns
  CAL:          5          5   Function call interrupts
 thread 41 (kswapd0) S 2 0 0 0 -1 2129984 0 0 0 0 7 3 0 0 20 0 1 0 61 0 0
@@ -24,6 +28,10 @@ pgpromote_success 700
 pgdemote_kswapd 905
 pgmigrate_success 1603
 workingset_refault_anon 120
+pageoutrun 6
+pgscan_kswapd 101492
+pgscan_direct 9
+pgsteal_kswapd 13306
  TLB:       1010       2020   TLB shootdowns
  CAL:          5          6   Function call interrupts
 thread 41 (kswapd0) S 2 0 0 0 -1 2129984 0 0 0 0 57 23 0 0 20 0 1 0 61 0 0
@@ -34,7 +42,8 @@ thread 300 (kdamond.0) S 2 0 0 0 -1 2129984 0 0 0 0 120 30 0 0 20 0 1 0 61 0 0
 def test_only_the_numa_and_migration_counters_are_kept():
     snap = kernel_counters.parse(AFTER)
     assert set(snap.vmstat) == {"numa_hint_faults", "numa_pages_migrated", "pgpromote_success", "pgdemote_kswapd",
-                                "pgmigrate_success", "irq_tlb_shootdowns", "irq_function_calls"}
+                                "pgmigrate_success", "irq_tlb_shootdowns", "irq_function_calls",
+                                "pageoutrun", "pgscan_kswapd", "pgsteal_kswapd"}  # whether kswapd ran at all
     assert snap.vmstat["irq_tlb_shootdowns"] == 3030  # summed over the CPUs
     assert snap.thread_ticks == {"kdamond": 150, "kswapd": 80}
 
@@ -44,6 +53,7 @@ def test_deltas_over_the_timed_phase_and_cpu_seconds_per_thread_kind():
     assert vmstat["numa_hint_faults"] == 5000 and vmstat["pgpromote_success"] == 700
     assert vmstat["pgdemote_kswapd"] == 900 and vmstat["pgmigrate_success"] == 1600
     assert vmstat["irq_tlb_shootdowns"] == 3000 and vmstat["irq_function_calls"] == 1
+    assert vmstat["pageoutrun"] == 4 and vmstat["pgscan_kswapd"] == 101492 and "pgscan_direct" not in vmstat
     assert cpu == {"kdamond": pytest.approx(1.5), "kswapd": pytest.approx(0.7)}  # kdamond was born in between
 
 
