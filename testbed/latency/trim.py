@@ -7,10 +7,11 @@ reads 20 % and writes 29 % slower than the line predicted, while DRAM felt
 exactly what it should).  So, once per topology and calibration, we set the
 predicted delays, measure what every node feels, and correct each delay by its
 error over the calibrated slope (a secant step) until every node feels k times
-its target within TOLERANCE, for at most ROUNDS rounds.  A trim that got there is
-cached beside the calibration (`--recalibrate` measures both again); one that did not
-(a host whose load moved while it measured) serves this machine only, and the next
-machine fits again, so a bad moment is not frozen into every later run.
+its target within TOLERANCE, for at most ROUNDS rounds.  A trim that came within
+CACHE_ERROR (the testbed's 10 % goal for felt ratios) is cached beside the calibration
+(`--recalibrate` measures both again); one that did not (a host whose load moved while it
+measured) serves this machine only, and the next machine fits again, so a bad moment is
+not frozen into every later run.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .calibrate import Calibration, median_probe
 from .emulated import Delays, EmulatedMachine
 
 TOLERANCE = 0.03
+CACHE_ERROR = 0.10
 
 log = logging.getLogger(__name__)
 ROUNDS = 3
@@ -111,7 +113,7 @@ def ensure(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[
         trim = Trim.from_json(json.loads(path.read_text()))
     else:
         trim = fit(machine, cal, targets)
-        if trim.error <= TOLERANCE:
+        if trim.error <= CACHE_ERROR:
             write_atomic(path, json.dumps(trim.to_json(), indent=2) + "\n")
         else:
             log.warning("%s: the trim stopped %.1f %% off after %d rounds; not cached",
