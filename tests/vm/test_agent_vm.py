@@ -235,17 +235,19 @@ def test_move_larger_than_free_memory_is_rejected(vm, workload, start_workload):
 
 
 def test_dry_run_reports_and_moves_nothing(vm, workload):
-    # The buffer's pages per node: the interpreter's file-backed pages come and go with the page cache.
-    def buffer_nodes() -> list[str]:
-        return [f for f in big_mapping_line(vm.shell, workload).split() if f[0] == "N" and "=" in f]
+    # No page migrated anywhere (pgmigrate_success), and the buffer did not go to node 1. Its
+    # exact per-node counts are not compared: khugepaged may collapse pages meanwhile (THP is
+    # "always" in the guest), which changes numa_maps without a migration.
+    def migrated() -> int:
+        return int(vm.shell.run("awk '/^pgmigrate_success /{print $2}' /proc/vmstat").stdout)
 
-    before, node1_kib = buffer_nodes(), numa_kib(vm.shell, workload).get(1, 0)
+    before, node1_kib = migrated(), numa_kib(vm.shell, workload).get(1, 0)
     result = agent.apply(vm.shell, HintDocument(hints=[MigratePages(pid=workload, from_nodes=[0], to_nodes=[1])]),
                          dry_run=True)
     assert result.results[0].status == "would_apply"
     assert result.results[0].effect["need_kib"] >= WORKLOAD_MIB * MIB
-    assert buffer_nodes() == before
-    assert numa_kib(vm.shell, workload).get(1, 0) == node1_kib
+    assert migrated() == before
+    assert numa_kib(vm.shell, workload).get(1, 0) <= node1_kib + 2 * MIB  # one huge page at most
 
 
 def big_mapping_line(shell, pid: int) -> str:
