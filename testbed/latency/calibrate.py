@@ -119,6 +119,24 @@ def median_probe(machine: EmulatedMachine, mode: str, node: int, repeats: int = 
     return statistics.median(machine.run_probe(mode, node) for _ in range(repeats))
 
 
+def felt(machine: EmulatedMachine, nodes: list[int], repeats: int = REPEATS) -> dict[int, tuple[float, float]]:
+    """Median chase and store ns per node, the nodes' runs interleaved so that all sample the same moments.
+
+    TCG's own cost per access is not steady on a shared host: here a chase at zero delay took
+    ~520 or ~1000 ns, flipping between the two from one run to the next within a boot.  Nodes
+    measured one after the other can land on different levels, and their ratio then errs by the
+    swing (a CI run measured node 0 on the low level and node 1 on the high one: ratio 4.42 for
+    3.05).  So each repeat runs every node back to back, in reverse order every other repeat.
+    """
+    samples: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in nodes}
+    for r in range(repeats):
+        order = nodes if r % 2 == 0 else nodes[::-1]
+        for i, mode in enumerate(("chase", "store")):
+            for node in order:
+                samples[node][i].append(machine.run_probe(mode, node))
+    return {n: (statistics.median(chase), statistics.median(store)) for n, (chase, store) in samples.items()}
+
+
 def fit(low: float, high: float, low_delay: int = MIN_DELAY_NS, high_delay: int = HIGH_DELAY_NS) -> tuple[float, float]:
     """(base, slope) of the line through (low_delay, low) and (high_delay, high)."""
     slope = (high - low) / (high_delay - low_delay)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.table import Table
@@ -23,7 +23,6 @@ from rich.table import Table
 from .. import host, image
 from ..topology import Topology, load, resolve
 from . import calibrate, trim
-from .control import Counters
 from .emulated import CacheModel, EmulatedMachine
 
 
@@ -41,7 +40,6 @@ class ProbeResult:
     topology: str
     nodes: list[NodeResult]
     reference: int
-    counters: dict[int, Counters] = field(default_factory=dict)  # node -> counters of its runs
 
     def ratios(self) -> dict[int, dict[str, tuple[float, float]]]:
         """{node: {"read"|"write": (target ratio, measured ratio)}} against the reference node."""
@@ -68,20 +66,10 @@ class ProbeResult:
 
 
 def measure_nodes(machine: EmulatedMachine, targets: dict[int, tuple[int, int]], repeats: int) -> ProbeResult:
-    """Median chase and store figures per node, runs interleaved across nodes to spread host noise."""
-    samples: dict[int, dict[str, list[float]]] = {n: {"chase": [], "store": []} for n in targets}
-    counters: dict[int, Counters] = {}
-    for _ in range(repeats):
-        for node in targets:
-            machine.control.reset()
-            for mode in ("chase", "store"):
-                samples[node][mode].append(machine.run_probe(mode, node))
-            counters[node] = machine.control.read()
-    nodes = []
-    for node, (t_r, t_w) in sorted(targets.items()):
-        chase, store = sorted(samples[node]["chase"]), sorted(samples[node]["store"])
-        nodes.append(NodeResult(node, t_r, t_w, chase[len(chase) // 2], store[len(store) // 2]))
-    return ProbeResult(machine.topology.name, nodes, calibrate.reference_node(machine.topology), counters)
+    """Median chase and store figures per node, runs interleaved across nodes (see `calibrate.felt`)."""
+    felt = calibrate.felt(machine, sorted(targets), repeats)
+    nodes = [NodeResult(node, t_r, t_w, *felt[node]) for node, (t_r, t_w) in sorted(targets.items())]
+    return ProbeResult(machine.topology.name, nodes, calibrate.reference_node(machine.topology))
 
 
 def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int = calibrate.REPEATS,

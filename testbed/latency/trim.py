@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..files import write_atomic
 from ..image import cache_root
-from .calibrate import Calibration, median_probe
+from .calibrate import Calibration, felt
 from .emulated import Delays, EmulatedMachine
 
 TOLERANCE = 0.03
@@ -78,9 +78,9 @@ def correct(cal: Calibration, targets: dict[int, tuple[int, int]], delays: Delay
 
 
 def measure(machine: EmulatedMachine, delays: Delays) -> Felt:
-    """Median chase and store ns per node with `delays` set."""
+    """Median chase and store ns per node with `delays` set (runs interleaved across nodes)."""
     machine.set_delays(delays)
-    return {n: (median_probe(machine, "chase", n), median_probe(machine, "store", n)) for n in delays}
+    return felt(machine, sorted(delays))
 
 
 def fit(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[int, int]]) -> Trim:

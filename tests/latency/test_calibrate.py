@@ -77,3 +77,24 @@ def test_calibration_is_cached_by_key(tmp_path, monkeypatch):
     assert path.is_relative_to(tmp_path)
     assert calibrate.load("abc123") == cal
     assert calibrate.load("other") is None
+
+
+class TwoLevelHost:
+    """A host whose own cost per access jumps from 500 to 1000 ns after its fourth run, as measured here."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, int]] = []
+
+    def run_probe(self, mode, node):
+        self.calls.append((mode, node))
+        own = 500 if len(self.calls) <= 4 else 1000
+        return own + {0: 1000, 1: 3000}[node]
+
+
+def test_felt_runs_every_node_back_to_back_in_alternating_order():
+    host = TwoLevelHost()
+    felt = calibrate.felt(host, [0, 1], repeats=2)
+    assert host.calls == [("chase", 0), ("chase", 1), ("store", 0), ("store", 1),
+                          ("chase", 1), ("chase", 0), ("store", 1), ("store", 0)]
+    # node by node (all of node 0's runs first) would give node 0 the low level and node 1 the high one
+    assert felt == {0: (1750.0, 1750.0), 1: (3750.0, 3750.0)}

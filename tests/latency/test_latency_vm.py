@@ -33,7 +33,7 @@ def test_guest_memory_map_matches_the_plugin_ranges(nvm_machine):
 
 
 def test_nodes_feel_the_topology_order_and_ratios(nvm_machine):
-    result = measure_nodes(nvm_machine, calibrate.targets(nvm_machine.topology), repeats=3)
+    result = measure_nodes(nvm_machine, calibrate.targets(nvm_machine.topology), repeats=5)
     dram, nvm = result.nodes
     assert dram.measured_read_ns < nvm.measured_read_ns < nvm.measured_write_ns, result.to_json()
     for target, measured in result.ratios()[1].values():
