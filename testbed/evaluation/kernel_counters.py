@@ -22,6 +22,7 @@ THREADS = ("kdamond", "kswapd")
 IPIS = {"TLB:": "irq_tlb_shootdowns", "CAL:": "irq_function_calls"}
 USER_HZ = 100  # /proc/PID/stat's clock ticks on x86 Linux (the ABI's USER_HZ)
 _SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
+             "grep -E '^Node|node_unreclaimable' /proc/zoneinfo; "
              "for d in /proc/[0-9]*; do read c < $d/stat 2>/dev/null || continue; "
              "case $c in *'(kdamond'*|*'(kswapd'*) echo \"thread $c\";; esac; done")
 
@@ -30,13 +31,21 @@ _SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
 class Snapshot:
     vmstat: dict[str, int]        # the kept vmstat counters, and the IPI rows as irq_*
     thread_ticks: dict[str, int]  # per thread kind: utime + stime of every such thread, in USER_HZ ticks
+    # nodes kswapd has given up on (/proc/zoneinfo's node_unreclaimable: 16 passes that reclaimed
+    # nothing); it then sleeps through every wake-up until a direct reclaim succeeds there
+    hopeless: tuple[int, ...] = ()
 
 
 def parse(text: str) -> Snapshot:
     """A snapshot from `_SNAPSHOT`'s output: vmstat lines, then `thread <stat line>` per policy thread."""
-    vmstat, ticks = {}, dict.fromkeys(THREADS, 0)
+    vmstat, ticks, hopeless, node = {}, dict.fromkeys(THREADS, 0), set(), None
     for line in text.splitlines():
-        if line.startswith("thread "):
+        if line.startswith("Node "):
+            node = int(line.split()[1].rstrip(","))
+        elif line.strip().startswith("node_unreclaimable:") and node is not None:
+            if int(line.split(":")[1]):
+                hopeless.add(node)
+        elif line.startswith("thread "):
             comm = line[line.index("(") + 1:line.rindex(")")]
             fields = line[line.rindex(")") + 2:].split()  # from field 3 (state) on
             kind = next(k for k in THREADS if comm.startswith(k))
@@ -47,7 +56,7 @@ def parse(text: str) -> Snapshot:
         elif line.split(maxsplit=1)[0] in IPIS:
             row, *cells = line.split()
             vmstat[IPIS[row]] = sum(int(c) for c in cells if c.isdigit())
-    return Snapshot(vmstat, ticks)
+    return Snapshot(vmstat, ticks, tuple(sorted(hopeless)))
 
 
 def snapshot(shell: GuestShell) -> Snapshot:

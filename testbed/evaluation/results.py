@@ -75,6 +75,8 @@ class Run(BaseModel):
                                    "demotion and migration counters: their change over the timed phase")
     kthread_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU seconds of the kernel's "
                                             "policy threads (kdamond, kswapd) over the timed phase")
+    hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
+                                                 "up on (node_unreclaimable), at the timed phase's start and end")
 
     @property
     def value(self) -> float | None:
@@ -127,6 +129,7 @@ def _columns(runs: list[Run]) -> list[str]:
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
             *(f"duration.{k}" for k in durations), *(f"vmstat.{k}" for k in vmstat),
             *(f"kthread_cpu_s.{k}" for k in threads), *(f"rejection.{i}" for i in range(rejections)),
+            *(f"hopeless_nodes.{k}" for k in ("start", "end") if any(k in r.hopeless_nodes for r in runs)),
             *(["series"] if any(r.series for r in runs) else [])]
 
 
@@ -138,6 +141,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"vmstat.{k}": str(v) for k, v in run.vmstat.items()}
     row |= {f"kthread_cpu_s.{k}": repr(v) for k, v in run.kthread_cpu_s.items()}
     row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
+    row |= {f"hopeless_nodes.{k}": json.dumps(v) for k, v in run.hopeless_nodes.items()}
     if run.series is not None:
         row["series"] = run.series.model_dump_json()
     return row
@@ -152,7 +156,8 @@ def to_csv(runs: list[Run]) -> str:
 
 
 def _from_row(row: dict[str, str]) -> Run:
-    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {}}
+    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {},
+                  "hopeless_nodes": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -170,6 +175,8 @@ def _from_row(row: dict[str, str]) -> Run:
             data["vmstat"][rest] = int(cell)
         elif kind == "kthread_cpu_s":
             data["kthread_cpu_s"][rest] = float(cell)
+        elif kind == "hopeless_nodes":
+            data["hopeless_nodes"][rest] = json.loads(cell)
         elif column == "series":
             data["series"] = Series.model_validate_json(cell)
         else:

@@ -303,7 +303,9 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
         outcome += _revisits(policy, ctx, workload.timeout_s)
         output = guest_process.finish(proc, workload.timeout_s)
     run.set_counters(machine.control.read())
-    run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, kernel_counters.snapshot(ctx.shell))
+    after = kernel_counters.snapshot(ctx.shell)
+    run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, after)
+    run.hopeless_nodes = {"start": list(before.hopeless), "end": list(after.hopeless)}
     run.figures = workload.parse(output)
     if matrix.duration_s is not None:
         run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.host_phases(bench.time_scale)[0],

@@ -34,6 +34,12 @@ pgscan_direct 9
 pgsteal_kswapd 13306
  TLB:       1010       2020   TLB shootdowns
  CAL:          5          6   Function call interrupts
+Node 0, zone      DMA
+  node_unreclaimable:  0
+Node 0, zone    DMA32
+  node_unreclaimable:  0
+Node 1, zone   Normal
+  node_unreclaimable:  1
 thread 41 (kswapd0) S 2 0 0 0 -1 2129984 0 0 0 0 57 23 0 0 20 0 1 0 61 0 0
 thread 300 (kdamond.0) S 2 0 0 0 -1 2129984 0 0 0 0 120 30 0 0 20 0 1 0 61 0 0
 """
@@ -61,3 +67,8 @@ def test_snapshot_reads_everything_in_one_guest_command(fake_shell):
     shell = fake_shell({"cat /proc/vmstat": AFTER})
     assert kernel_counters.snapshot(shell).vmstat["pgpromote_success"] == 700
     assert len(shell.commands) == 1
+
+
+def test_nodes_kswapd_gave_up_on_are_read_from_zoneinfo():
+    assert kernel_counters.parse(AFTER).hopeless == (1,)
+    assert kernel_counters.parse(BEFORE).hopeless == ()

@@ -43,7 +43,8 @@ def sample_runs() -> list[Run]:
                      series=Series(tick_s=0.25, warmup_s=1.0, ops=[(0.25, 10), (1.5, 90)],
                                    misses=[(0.25, {0: 1, 1: 3, -1: 0}), (1.5, {0: 5, 1: 9, -1: 2})]),
                      vmstat={"numa_hint_faults": 5000, "pgpromote_success": 700},
-                     kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71})
+                     kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71},
+                     hopeless_nodes={"start": [], "end": [0]})
     interrupted = make_run(policy="damon", value=None, ok=False, interrupted=True, error="interrupted: KeyboardInterrupt")
     return [ok, odd, failed, timed, interrupted]
 
