@@ -42,6 +42,7 @@ from . import (
     manifest,
     plots,
     policies,
+    reclaim,
     results,
     squeeze,
     summary,
@@ -352,3 +353,5 @@ def _reset(machine: EmulatedMachine, policy: policies.Policy, ctx: policies.Cont
         agent.undo(shell)
     with contextlib.suppress(Exception):
         machine.set_delays(zero)
+    with contextlib.suppress(Exception):  # the next run records any node still hopeless at its start
+        reclaim.revive(shell, machine.topology)
