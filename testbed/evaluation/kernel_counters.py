@@ -21,8 +21,10 @@ THREADS = ("kdamond", "kswapd")
 # /proc/interrupts rows kept, summed over CPUs: every page migration or unmap flushes other CPUs' TLBs.
 IPIS = {"TLB:": "irq_tlb_shootdowns", "CAL:": "irq_function_calls"}
 USER_HZ = 100  # /proc/PID/stat's clock ticks on x86 Linux (the ABI's USER_HZ)
+# Each node's heading and whether kswapd has given up on it; `parse` reads this alone too.
+ZONEINFO = "grep -E '^Node|node_unreclaimable' /proc/zoneinfo"
 _SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
-             "grep -E '^Node|node_unreclaimable' /proc/zoneinfo; "
+             f"{ZONEINFO}; "
              "for d in /proc/[0-9]*; do read c < $d/stat 2>/dev/null || continue; "
              "case $c in *'(kdamond'*|*'(kswapd'*) echo \"thread $c\";; esac; done")
 

@@ -18,12 +18,11 @@ from . import kernel_counters
 CGROUP = "/sys/fs/cgroup"
 MEMORY_RECLAIM = f"{CGROUP}/memory.reclaim"  # the root cgroup's: the guest's init mounts no cgroup2
 REVIVE_BYTES = 1 << 20  # a little page cache: enough for "progress"
-ZONEINFO = "grep -E '^Node|node_unreclaimable' /proc/zoneinfo"
 
 
 def hopeless_nodes(shell: GuestShell) -> tuple[int, ...]:
     """The nodes kswapd has given up on now (node_unreclaimable in /proc/zoneinfo)."""
-    return kernel_counters.parse(shell.run(ZONEINFO).stdout).hopeless
+    return kernel_counters.parse(shell.run(kernel_counters.ZONEINFO).stdout).hopeless
 
 
 def revive(shell: GuestShell, topology: Topology) -> tuple[int, ...]:
