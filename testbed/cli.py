@@ -178,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
             if stop_requested() is None:  # else the error is the interrupt's doing: say what happened instead
                 err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
                 return 2
+        except Exception as exc:
+            if stop_requested() is None:
+                raise
+            # A signal raised inside a library can leave it inconsistent, so that cleanup then fails
+            # (paramiko mid-way through opening a channel): the stop is still what happened.
+            err.print(f"(while stopping: {type(exc).__name__}: {escape(str(exc))})", highlight=False)
         stop = stop_requested() or signal.SIGINT  # an interrupt raised before the handlers: Python's own
         err.print("interrupted; guest shut down" if stop == signal.SIGINT else
                   f"terminated by {stop.name}; guest shut down")

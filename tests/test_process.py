@@ -119,3 +119,29 @@ def test_a_child_dies_with_its_parent():
     parent.kill()
     parent.wait()
     assert _gone(pid), f"child {pid} outlived its parent"
+
+
+def test_a_failure_while_stopping_still_exits_as_the_stop(monkeypatch, capsys):
+    # CI saw it: SIGTERM landed inside paramiko's open_session, and closing SSH then raised
+    # AttributeError; the command exited 1 with a traceback instead of 143.
+    from testbed import cli
+
+    def cleanup_breaks_after_sigterm(_args):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise AttributeError("'NoneType' object has no attribute '_unlink_channel'")
+
+    monkeypatch.setattr(cli, "cmd_list", cleanup_breaks_after_sigterm)
+    assert cli.main(["list"]) == 143
+    assert "_unlink_channel" in capsys.readouterr().err
+
+
+def test_a_failure_without_a_stop_is_not_hidden(monkeypatch):
+    from testbed import cli
+
+    def broken(_args):
+        raise AttributeError("a real bug")
+
+    monkeypatch.setattr(cli, "cmd_list", broken)
+    with pytest.raises(AttributeError, match="a real bug"):
+        cli.main(["list"])
