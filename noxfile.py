@@ -63,6 +63,13 @@ def bench_gather(session: nox.Session) -> None:
     session.run("python", "benchmarks/gather.py", *session.posargs)
 
 
+@nox.session(name="bench-accessed-bits")
+def bench_accessed_bits(session: nox.Session) -> None:
+    """What DAMON sees of a buffer touched in a loop, against what it would see on hardware (TCG's TLB)."""
+    _install(session)
+    session.run("python", "benchmarks/accessed_bits.py", *session.posargs)
+
+
 @nox.session
 def exam(session: nox.Session) -> None:
     """The hint exam, per scenario and overall. Default: the local llama.cpp model; -- --endpoint URL --model M."""

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from uuid import uuid4
 
-from . import cxl, zones
+from . import cxl, tlb_reach, zones
 from .image import GuestImage
 from .ports import free_port
 from .process import signals_deferred, start_child
@@ -136,6 +136,8 @@ class VM:
         if self.topology.cxl_nodes:
             cxl.online_type3_nodes(self.shell, self.topology)
         zones.reserve_dma_as_full_size(self.shell)
+        if self.accel == "tcg":  # a hardware TLB's reach; KVM has one
+            tlb_reach.bound(self.shell)
 
     def install_agent(self) -> None:
         """Copy the current guest-agent source in: changing the agent never needs an image rebuild."""

@@ -26,6 +26,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import tlb_reach
 from ..files import write_atomic
 from ..image import cache_root
 from ..topology import Topology
@@ -94,7 +95,8 @@ def _host_model() -> str:
 def key(image_digest: str, cache: CacheModel, qemu: str = "qemu-system-x86_64") -> str:
     """Everything the emulator's own speed depends on."""
     parts = [_host_model(), platform.machine(), ".".join(map(str, build.qemu_version(qemu))), image_digest,
-             build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache)]
+             build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache),
+             tlb_reach.key()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
