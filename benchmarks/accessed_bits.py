@@ -9,7 +9,7 @@ walks the page tables), what DAMON saw (the buffer's nr_accesses, of 20 samples
 per aggregation) and the least it would see if accessed bits behaved as on
 hardware (20 x the chance that a pass falls within one 5 ms sample).  Why they
 can differ, and what `tlb-reach` does about it: testbed/tlb_reach.py.
-`--no-reach` stops tlb-reach first: plain TCG.
+`--no-reach` boots without tlb-reach: plain TCG.
 """
 
 from __future__ import annotations
@@ -35,11 +35,9 @@ def main() -> None:
     table = Table(title=f"{args.topology}, {reach}: DAMON's view of a {args.mib} MiB buffer touched in a loop")
     for column in ("round", "passes/s", "nr_accesses seen", "at least, on hardware"):
         table.add_column(column, justify="right")
-    with EmulatedMachine(topo, image.ensure()) as machine:
+    with EmulatedMachine(topo, image.ensure(), tlb_reach_ms=0 if args.no_reach else tlb_reach.PERIOD_MS) as machine:
         shell = machine.vm.shell
         shell.run("echo 0 > /proc/sys/kernel/numa_balancing")  # no hint-fault shootdowns: plain first touch
-        if args.no_reach:
-            shell.run(f"pkill -x {tlb_reach.NAME}", check=False)
         for rnd, seen in enumerate(tlb_reach.damon_view(shell, args.mib, args.rounds)):
             table.add_row(str(rnd), f"{seen.passes_per_s:.1f}", f"{seen.nr_accesses:.1f}", f"{seen.floor:.1f}")
     Console().print(table)

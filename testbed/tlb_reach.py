@@ -98,6 +98,6 @@ def damon_view(shell: GuestShell, mib: int = 64, rounds: int = 3) -> list[Seen]:
         shell.run(f"kill {pid}", check=False)
 
 
-def key() -> str:
+def key(period_ms: int) -> str:
     """What the emulator's own speed depends on here: the program and its period (for calibration keys)."""
-    return f"{guest_binary.digest(SOURCE)}:{PERIOD_MS}"
+    return f"tlb-reach {guest_binary.digest(SOURCE)} every {period_ms} ms"

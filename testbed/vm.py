@@ -60,12 +60,15 @@ class VM:
     def __init__(self, topology: Topology, image: GuestImage, accel: Accel, *,
                  kernel: Path | None = None, initrd: Path | None = None, append: str = "",
                  qemu: str = "qemu-system-x86_64", boot_timeout: float = 180.0,
-                 plugins: tuple[str, ...] = (), tcg_single_thread: bool = True):
+                 plugins: tuple[str, ...] = (), tcg_single_thread: bool = True, tlb_reach_ms: int | None = None):
         # One TCG thread unless a caller needs one per vCPU (core pacing): QEMU 10.0's MTTCG can
         # abort in iotlb_to_section when a vCPU reaches MMIO through a TLB entry of an older
         # memory map (seen booting two-socket in CI), and on a 2-core host its vCPU threads
         # starve each other into RCU stalls.
         self.topology, self.image, self.accel = topology, image, accel
+        # Accessed bits as on hardware (tlb_reach.py); on by default under TCG, 0 turns it off.
+        default_reach = tlb_reach.PERIOD_MS if accel == "tcg" else 0
+        self.tlb_reach_ms = default_reach if tlb_reach_ms is None else tlb_reach_ms
         self.boot_timeout = boot_timeout
         # A unique name: it tags the QEMU process so leftovers can be found.
         self.name = f"llamas-{topology.name}-{uuid4().hex[:8]}"
@@ -136,8 +139,8 @@ class VM:
         if self.topology.cxl_nodes:
             cxl.online_type3_nodes(self.shell, self.topology)
         zones.reserve_dma_as_full_size(self.shell)
-        if self.accel == "tcg":  # a hardware TLB's reach; KVM has one
-            tlb_reach.bound(self.shell)
+        if self.tlb_reach_ms:
+            tlb_reach.bound(self.shell, self.tlb_reach_ms)
 
     def install_agent(self) -> None:
         """Copy the current guest-agent source in: changing the agent never needs an image rebuild."""

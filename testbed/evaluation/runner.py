@@ -180,8 +180,9 @@ def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     order = fastest_nodes(topo)
     fast, slow = order[0], order[1] if len(order) > 1 else order[0]
     evaluation.fast_nodes[name] = fast
-    with EmulatedMachine(topo, image) as machine:
+    with EmulatedMachine(topo, image, tlb_reach_ms=evaluation.matrix.tlb_reach_ms) as machine:
         shell = machine.vm.shell
+        evaluation.manifest.plugin.setdefault(name, {})["tlb_reach_ms"] = machine.tlb_reach_ms
         delays, k = _delays(machine, evaluation)
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
         evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)

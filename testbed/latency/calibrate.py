@@ -92,11 +92,12 @@ def _host_model() -> str:
     return platform.machine()
 
 
-def key(image_digest: str, cache: CacheModel, qemu: str = "qemu-system-x86_64") -> str:
-    """Everything the emulator's own speed depends on."""
+def key(image_digest: str, cache: CacheModel, tlb_reach_ms: int = 0, qemu: str = "qemu-system-x86_64") -> str:
+    """Everything the emulator's own speed depends on (tlb-reach's flushes too, when it runs)."""
     parts = [_host_model(), platform.machine(), ".".join(map(str, build.qemu_version(qemu))), image_digest,
-             build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache),
-             tlb_reach.key()]
+             build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache)]
+    if tlb_reach_ms:
+        parts.append(tlb_reach.key(tlb_reach_ms))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
@@ -164,7 +165,8 @@ def measure(machine: EmulatedMachine, node: int) -> Calibration:
         figures[delay] = (median_probe(machine, "chase", node), median_probe(machine, "store", node))
     machine.set_delays(zero)
     low, high = figures[MIN_DELAY_NS], figures[HIGH_DELAY_NS]
-    return from_measurements((low[0], high[0]), (low[1], high[1]), key(machine.image.digest, machine.cache))
+    cal_key = key(machine.image.digest, machine.cache, machine.tlb_reach_ms)
+    return from_measurements((low[0], high[0]), (low[1], high[1]), cal_key)
 
 
 def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
@@ -172,7 +174,7 @@ def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
     if machine.paces_cores:
         raise CalibrationError(f"{machine.topology.name} has cores of different speed: the plugin paces its "
                                "vCPUs (a TCG thread each) and cannot emulate memory latency there")
-    cal_key = key(machine.image.digest, machine.cache)
+    cal_key = key(machine.image.digest, machine.cache, machine.tlb_reach_ms)
     cal = None if force else load(cal_key)
     if cal is None:
         cal = measure(machine, reference_node(machine.topology))

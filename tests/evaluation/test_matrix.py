@@ -57,6 +57,7 @@ def test_explicit_seeds(write_file):
     ("bogus = 1", "bogus", "1"),
     ("llm = { every_s = -5 }", "llm.every_s", "-5"),
     ("fast_node_free_mib = 0", "fast_node_free_mib", "0"),
+    ("tlb_reach_ms = -1", "tlb_reach_ms", "-1"),
 ])
 def test_schema_errors_name_file_field_and_value(write_file, change, field, value):
     key = change.split("=")[0].strip()

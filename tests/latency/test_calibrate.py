@@ -98,3 +98,11 @@ def test_felt_runs_every_node_back_to_back_in_alternating_order():
                           ("chase", 1), ("chase", 0), ("store", 1), ("store", 0)]
     # node by node (all of node 0's runs first) would give node 0 the low level and node 1 the high one
     assert felt == {0: (1750.0, 1750.0), 1: (3750.0, 3750.0)}
+
+
+def test_a_calibration_made_with_tlb_reach_is_kept_apart():
+    # Its flushes change TCG's own cost per access: a calibration without it does not serve it.
+    from testbed.latency.emulated import CacheModel
+    plain = calibrate.key("image", CacheModel())
+    assert plain == calibrate.key("image", CacheModel(), tlb_reach_ms=0)
+    assert len({plain, calibrate.key("image", CacheModel(), 10), calibrate.key("image", CacheModel(), 20)}) == 3
