@@ -7,7 +7,7 @@ in use is walked again, and its bit set again, within microseconds).  QEMU's sof
 TLB grows to hold a whole working set and sets the bit only when it walks the page
 tables, so under TCG a page it holds looks unused however often it is touched, until
 that vCPU's TLB is next flushed: the hottest pages look coldest.  Measured with
-`benchmarks/accessed_bits.py` (README, "Fair baselines"): DAMON saw 0.0 accesses of 20
+`benchmarks/accessed_bits.py` (README, "Accessed bits"): DAMON saw 0.0-1.0 accesses of 20
 on a buffer looped over 177-257 times a second, and 6.6-16.8 when the loop ran slowly
 enough to miss the TLB.
 

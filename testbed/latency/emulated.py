@@ -122,12 +122,15 @@ class EmulatedMachine:
         self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
                      append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout,
                      tlb_reach_ms=tlb_reach_ms)
-        # Off unless asked: its flushes cost a slow node's accesses more than a fast one's (a miss
-        # waits longer, so more of its pages lose their translation meanwhile) and the trim then
-        # stopped 22.7 % off (README, "Accessed bits"); the calibration is keyed by the period.
-        self.tlb_reach_ms = tlb_reach_ms
         self.control: Control | None = Control(self.socket_path) if plugin else None
         self.ranges: list[layout.Range] = []
+
+    @property
+    def tlb_reach_ms(self) -> int:
+        """tlb-reach's period in this guest, 0 if off (the default here: its flushes cost a slow node's
+        accesses more than a fast one's, a miss waits longer so more pages lose their translation
+        meanwhile, and the trim then stopped 22.7 % off; README, "Accessed bits")."""
+        return self.vm.tlb_reach_ms
 
     def __enter__(self) -> EmulatedMachine:
         try:
