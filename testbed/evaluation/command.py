@@ -1,4 +1,4 @@
-"""`testbed eval MATRIX --out DIR` and `testbed eval --rerun DIR/manifest.json`."""
+"""`testbed eval MATRIX --out DIR [--resume]` and `testbed eval --rerun DIR/manifest.json`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.markup import escape
 from .. import image
 from ..advisor import AnswerCache
 from ..llm_client import DEFAULT_TIMEOUT_S, Endpoint
-from . import datafile, manifest, runner, summary
+from . import datafile, manifest, results, resume, runner, summary
 from . import matrix as _matrix
 
 err = Console(stderr=True)
@@ -45,13 +45,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.rerun:
         for line in manifest.drift(manifest.read(args.rerun), man):
             err.print(f"[yellow]warning:[/yellow] differs from the recorded run: {line}", highlight=False)
+    kept: list[results.Run] = []
+    if args.resume:
+        try:
+            kept, recorded = resume.finished(out, matrix)
+        except resume.ResumeError as exc:
+            err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            return 2
+        resume.carry_over(recorded, man, matrix, kept)
     out.mkdir(parents=True, exist_ok=True)
     manifest.write(out, man)
     endpoint = Endpoint.resolve(args.endpoint, args.model, None, args.timeout)
     settings = runner.Settings(out=out, endpoint=endpoint, refresh=args.refresh,
                                answers=AnswerCache(args.answers) if args.answers else None)
-    console.print(f"[bold]{matrix.name}[/bold]: {len(matrix.runs())} runs -> {out}")
-    evaluation = runner.Evaluation(matrix, settings, man, console)
+    resumed = f" ({len(kept)} kept from the interrupted evaluation)" if args.resume else ""
+    console.print(f"[bold]{matrix.name}[/bold]: {len(matrix.runs())} runs{resumed} -> {out}")
+    evaluation = runner.Evaluation(matrix, settings, man, console, runs=kept)
     rows = runner.run_matrix(evaluation, img)
     console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
     console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
@@ -68,6 +77,8 @@ def add_parser(sub) -> None:
     e.add_argument("--out", type=Path, help="folder for results, summary, plots and manifest")
     e.add_argument("--rerun", type=Path, metavar="MANIFEST", help="repeat a recorded evaluation "
                    "(its matrix text; cached LLM answers are replayed where the prompt matches)")
+    e.add_argument("--resume", action="store_true", help="go on with an interrupted evaluation in --out: "
+                   "keep its finished runs (same matrix), run the missing and failed ones")
     e.add_argument("--endpoint", help="OpenAI-compatible base URL for the llm policy "
                                       "(default: $OPENAI_BASE_URL, else a local llama.cpp server)")
     e.add_argument("--model", help="model name (default: $LLAMAS_MODEL, else the server's first)")

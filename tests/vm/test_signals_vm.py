@@ -2,7 +2,8 @@
 
 Each moment is an event the command itself reports under `-v` (or prints), never a sleep tuned to one
 host: the signal goes out when the line appears. Whatever the moment: exit 130 (SIGINT) or 143
-(SIGTERM), no QEMU left, and for an evaluation the finished runs kept and the cut one marked.
+(SIGTERM), no QEMU left, and for an evaluation the finished runs kept and the cut one marked, and
+`--resume` then runs only the missing cells.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.evaluation import results
+from testbed.evaluation import results, resume
 
 pytestmark = pytest.mark.vm
 
@@ -149,3 +150,16 @@ def test_eval_stops_at_any_moment_and_keeps_finished_runs(guest_image, guest_qem
     else:
         assert runs and runs[-1].interrupted and "interrupted" in runs[-1].error
     assert {"results.json", "results.csv", "summary.txt", "manifest.json"} <= {p.name for p in out.iterdir()}
+    if moment == "between runs" and sig == signal.SIGINT:
+        _resume_runs_only_what_is_missing(out, finished)
+
+
+def _resume_runs_only_what_is_missing(out: Path, finished: list[results.Run]) -> None:
+    done = subprocess.run([*TESTBED, "eval", "tiny", "--out", str(out), "--resume"], check=False,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"4 runs ({len(finished)} kept from the interrupted evaluation)" in done.stdout
+    after = results.read(out)
+    assert after[:len(finished)] == finished  # kept as recorded, not run again
+    assert len(after) == 4 and all(r.ok and not r.interrupted for r in after), [r.error for r in after]
+    assert len({resume.key_of(r) for r in after}) == 4  # every cell once
