@@ -142,6 +142,14 @@ class VM:
         if self.tlb_reach_ms:
             tlb_reach.bound(self.shell, self.tlb_reach_ms)
 
+    def set_tlb_reach(self, period_ms: int) -> None:
+        """Run tlb-reach every `period_ms` of host time from now on (0: stop it)."""
+        if period_ms:
+            tlb_reach.bound(self.shell, period_ms)
+        elif self.tlb_reach_ms:
+            tlb_reach.stop(self.shell)
+        self.tlb_reach_ms = period_ms
+
     def install_agent(self) -> None:
         """Copy the current guest-agent source in: changing the agent never needs an image rebuild."""
         with tempfile.TemporaryDirectory() as tmp:

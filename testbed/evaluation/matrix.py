@@ -91,8 +91,9 @@ class Matrix(_Strict):
         default=1, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
         "many times slower, as the emulated machine is; 'auto': the latency calibration's k; 1: as booted")
     tlb_reach_ms: int = Field(
-        default=0, ge=0, le=1000, description="flush every vCPU's TLB this often, so that the guest's accessed "
-        "bits see accesses as on hardware (testbed/tlb_reach.py; 0: off, as the felt-latency trim needs today)")
+        default=0, ge=0, le=1000, description="flush every vCPU's TLB this often, in the modelled machine's ms "
+        "(times the time scale on the host), so that the guest's accessed bits see accesses as on hardware "
+        "(testbed/tlb_reach.py; 0: off)")
     _text: str = PrivateAttr(default="")
     _origin: str = PrivateAttr(default="")
 

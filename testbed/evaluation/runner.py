@@ -44,6 +44,7 @@ from . import (
     policies,
     reclaim,
     results,
+    resume,
     squeeze,
     summary,
     timescale,
@@ -136,11 +137,13 @@ def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, f
 
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
     """Run every cell of the matrix; return the summary rows (everything is written even when interrupted)."""
-    keys = evaluation.matrix.runs()
+    done = {resume.key_of(r) for r in evaluation.runs}  # kept by --resume
+    cells = evaluation.matrix.runs()
+    keys = [k for k in cells if k not in done]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=evaluation.console, transient=False) as progress:
-            total = progress.add_task("all runs", total=len(keys))
+            total = progress.add_task("all runs", total=len(cells), completed=len(cells) - len(keys))
             for name, group in itertools.groupby(keys, key=lambda k: k.topology):
                 group = list(group)
                 task = progress.add_task(f"{name}: booting", total=len(group))
@@ -174,20 +177,34 @@ def _time_scale(evaluation: Evaluation, machine: EmulatedMachine, k: float | Non
     return factor
 
 
+def _tlb_reach(evaluation: Evaluation, machine: EmulatedMachine, time_scale: float) -> None:
+    """Start tlb-reach at the matrix's period, in the modelled machine's ms (host ms = that x the time scale).
+
+    On the modelled clock, like the DAMON and NUMA balancing clocks it serves: a flush per
+    sample interval costs the same share of the workload's progress on any host. Started
+    after the calibration and the trim, which are made without it (README, "Accessed bits").
+    """
+    modelled = evaluation.matrix.tlb_reach_ms
+    host_ms = round(modelled * time_scale)
+    machine.vm.set_tlb_reach(host_ms)
+    evaluation.manifest.plugin.setdefault(machine.topology.name, {})["tlb_reach"] = {
+        "modelled_ms": modelled, "host_ms": host_ms}
+
+
 def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: list[RunKey],
                   progress: Progress, task, total) -> None:
     topo = evaluation.matrix.topology(name)
     order = fastest_nodes(topo)
     fast, slow = order[0], order[1] if len(order) > 1 else order[0]
     evaluation.fast_nodes[name] = fast
-    with EmulatedMachine(topo, image, tlb_reach_ms=evaluation.matrix.tlb_reach_ms) as machine:
+    with EmulatedMachine(topo, image) as machine:  # calibrated and trimmed without tlb-reach (_tlb_reach)
         shell = machine.vm.shell
-        evaluation.manifest.plugin.setdefault(name, {})["tlb_reach_ms"] = machine.tlb_reach_ms
         delays, k = _delays(machine, evaluation)
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
         evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)
         bench = Bench(machine, fast, slow, delays, {n: (0, 0) for n in delays},
                       _time_scale(evaluation, machine, k))
+        _tlb_reach(evaluation, machine, bench.time_scale)
         held = None
         if evaluation.matrix.fast_node_free_mib:
             held = squeeze.squeeze(shell, fast, evaluation.matrix.fast_node_free_mib)

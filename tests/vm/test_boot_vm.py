@@ -80,6 +80,13 @@ def test_the_guest_kernel_sees_accesses_to_pages_the_tcg_tlb_holds(dram_cxl):
     assert tlb_reach.NAME in shell.run(f"cat {tlb_reach.PROTECTED_FILE}").stdout.split()
     for seen in tlb_reach.damon_view(shell, mib=64, rounds=3):
         assert seen.nr_accesses >= 0.5 * seen.floor, seen
+    running = f"pgrep -x {tlb_reach.NAME}"
+    dram_cxl.set_tlb_reach(0)  # what an evaluation does before its calibration
+    try:
+        assert shell.run(running, check=False).returncode == 1 and dram_cxl.tlb_reach_ms == 0
+    finally:
+        dram_cxl.set_tlb_reach(tlb_reach.PERIOD_MS)
+    assert shell.run(running, check=False).stdout.strip() and dram_cxl.tlb_reach_ms == tlb_reach.PERIOD_MS
 
 
 def test_cxl_type3_device_becomes_a_numa_node(cxl_type3):

@@ -3,7 +3,7 @@
 Checks what the fair-baselines work adds: each run's series (the workload's ticks and the plugin's
 per-node misses on the same clock), the steady-state headline, the kernel's counters over the timed
 phase (NUMA balancing acted under kernel-tiering and not under first touch), the kernel's clocks
-scaled as the matrix asked and read back from the guest, and the over-time plots.
+(and tlb-reach's) scaled as the matrix asked and read back from the guest, and the over-time plots.
 """
 
 from __future__ import annotations
@@ -54,6 +54,9 @@ def test_the_kernels_clocks_were_scaled_and_the_guest_took_them(timed):
     assert delay[1] == 2 * delay[0]
     rate = knobs["/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"]
     assert rate[1] == round(rate[0] / 2)
+    # tlb-reach on the modelled clock too, started after the calibration (bound() fails if it did not run)
+    assert manifest.read(timed[0] / "manifest.json").plugin["dram-cxl"]["tlb_reach"] == \
+        {"modelled_ms": 5, "host_ms": 10}
 
 
 def test_summary_and_over_time_plots(timed):
