@@ -5,7 +5,7 @@ results.csv holds the same runs flattened, one row each, for spreadsheets:
 figures as `figure.NAME`, the plugin's counters as `counters.NODE.FIELD`
 (node -1: addresses outside every node's range), durations as
 `duration.NAME`, the kernel's counters over the timed phase as
-`vmstat.NAME` and `kthread_cpu_s.KIND`, and a time-based run's series as
+`vmstat.NAME`, `kthread_cpu_s.KIND` and `vcpu_ran_s.VCPU`, and a time-based run's series as
 one JSON cell, `series`.  Both files are rewritten atomically after every run, so an
 interrupted evaluation keeps every finished run.
 """
@@ -23,7 +23,7 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 2  # 2: interrupted, series, vmstat, kthread_cpu_s
+SCHEMA_VERSION = 3  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at")
@@ -75,6 +75,8 @@ class Run(BaseModel):
                                    "demotion and migration counters: their change over the timed phase")
     kthread_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU seconds of the kernel's "
                                             "policy threads (kdamond, kswapd) over the timed phase")
+    vcpu_ran_s: dict[int, float] = Field(default_factory=dict, description="host seconds each vCPU held "
+                                         "the TCG thread over the timed phase (one vCPU runs at a time)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 
@@ -87,6 +89,13 @@ class Run(BaseModel):
         """Take the per-node counters and sleep total from a plugin snapshot."""
         self.counters = {node: NodeCounters(**fields) for node, fields in counters.nodes.items()}
         self.slept_ns = counters.slept_ns
+        self.vcpu_ran_s = {v: round(ns / 1e9, 3) for v, ns in sorted(counters.ran_ns.items())}
+
+    def others_share(self) -> float | None:
+        """Share of the host core the vCPUs other than the busiest (the workload's) held in the timed
+        phase: time a machine with as many cores would have run beside the workload, not instead of it."""
+        total = sum(self.vcpu_ran_s.values())
+        return (total - max(self.vcpu_ran_s.values())) / total if total else None
 
     def node_share(self, field: str = "misses") -> dict[int, float]:
         """Share of `field` (misses: memory traffic; accesses: all) served by each node, outside excluded."""
@@ -124,11 +133,13 @@ def _columns(runs: list[Run]) -> list[str]:
     durations = sorted({k for r in runs for k in r.durations})
     vmstat = sorted({k for r in runs for k in r.vmstat})
     threads = sorted({k for r in runs for k in r.kthread_cpu_s})
+    vcpus = sorted({v for r in runs for v in r.vcpu_ran_s})
     rejections = max((len(r.rejections) for r in runs), default=0)
     return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
             *(f"duration.{k}" for k in durations), *(f"vmstat.{k}" for k in vmstat),
-            *(f"kthread_cpu_s.{k}" for k in threads), *(f"rejection.{i}" for i in range(rejections)),
+            *(f"kthread_cpu_s.{k}" for k in threads), *(f"vcpu_ran_s.{v}" for v in vcpus),
+            *(f"rejection.{i}" for i in range(rejections)),
             *(f"hopeless_nodes.{k}" for k in ("start", "end") if any(k in r.hopeless_nodes for r in runs)),
             *(["series"] if any(r.series for r in runs) else [])]
 
@@ -140,6 +151,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"duration.{k}": repr(v) for k, v in run.durations.items()}
     row |= {f"vmstat.{k}": str(v) for k, v in run.vmstat.items()}
     row |= {f"kthread_cpu_s.{k}": repr(v) for k, v in run.kthread_cpu_s.items()}
+    row |= {f"vcpu_ran_s.{v}": repr(s) for v, s in run.vcpu_ran_s.items()}
     row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
     row |= {f"hopeless_nodes.{k}": json.dumps(v) for k, v in run.hopeless_nodes.items()}
     if run.series is not None:
@@ -157,7 +169,7 @@ def to_csv(runs: list[Run]) -> str:
 
 def _from_row(row: dict[str, str]) -> Run:
     data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {},
-                  "hopeless_nodes": {}}
+                  "vcpu_ran_s": {}, "hopeless_nodes": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -175,6 +187,8 @@ def _from_row(row: dict[str, str]) -> Run:
             data["vmstat"][rest] = int(cell)
         elif kind == "kthread_cpu_s":
             data["kthread_cpu_s"][rest] = float(cell)
+        elif kind == "vcpu_ran_s":
+            data["vcpu_ran_s"][int(rest)] = float(cell)
         elif kind == "hopeless_nodes":
             data["hopeless_nodes"][rest] = json.loads(cell)
         elif column == "series":
@@ -208,7 +222,7 @@ def read(path: Path) -> list[Run]:
     if path.suffix == ".csv":
         return from_csv(text)
     document = Results.model_validate(json.loads(text))
-    if document.schema_version > SCHEMA_VERSION:  # version 1 is version 2 without its new fields
+    if document.schema_version > SCHEMA_VERSION:  # older versions lack only newer fields
         raise ValueError(f"{path}: schema_version {document.schema_version}, this testbed reads "
                          f"{SCHEMA_VERSION} and older")
     return document.runs

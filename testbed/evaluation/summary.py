@@ -5,7 +5,10 @@ range.  `clear` says whether a policy's range lies wholly above or below the
 default's (no overlap): a difference larger than the spread across repeats.
 `fast_share` is the median share of memory traffic (the plugin's misses)
 served by the topology's fastest node (after the warm-up, for a time-based run).  Ratios are policy median / default
-median, so above 1 is better for throughput-like figures.
+median, so above 1 is better for throughput-like figures.  `others_share` is the median share of
+the host core that vCPUs other than the workload's held in the timed phase: under one TCG
+thread a kernel thread on another vCPU (kswapd, kdamond) runs instead of the workload, where
+the modelled machine would run it beside the workload.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ class Row:
     promoted: float | None = None      # pages (pgpromote_success)
     demoted: float | None = None       # pages (pgdemote_kswapd + pgdemote_direct)
     kdamond_s: float | None = None     # kdamond's CPU seconds
+    others_share: float | None = None  # of the host core, held by vCPUs other than the workload's (Run.others_share)
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -88,7 +92,8 @@ def _kernel(runs: list[Run]) -> dict[str, float | None]:
             "promoted": median([r.vmstat.get("pgpromote_success", 0) for r in measured]),
             "demoted": median([r.vmstat.get("pgdemote_kswapd", 0) + r.vmstat.get("pgdemote_direct", 0)
                                for r in measured]),
-            "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured])}
+            "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured]),
+            "others_share": median([s for s in (r.others_share() for r in measured) if s is not None])}
 
 
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
@@ -140,13 +145,14 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
                           ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right"),
-                          ("faults/promoted/demoted, kdamond s", "right")):
+                          ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right")):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
         t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
-                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r))
+                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r),
+                  "-" if r.others_share is None else f"{r.others_share:.1%}")
     return t
 
 

@@ -31,6 +31,7 @@ class Counters:
     sleeps: int = 0
     credited_ns: int = 0  # host CPU waits credited against the owed delay instead of slept
     pace: dict[int, dict[str, int]] = field(default_factory=dict)  # per vCPU that ran, on a paced machine
+    ran_ns: dict[int, int] = field(default_factory=dict)  # host ns each vCPU held the (single) TCG thread
 
     @classmethod
     def parse(cls, text: str) -> Counters:
@@ -42,13 +43,14 @@ class Counters:
             sleeps=data.get("sleeps", 0),
             credited_ns=data.get("credited_ns", 0),
             pace={p["vcpu"]: {k: v for k, v in p.items() if k != "vcpu"} for p in data.get("pace", [])},
+            ran_ns={r["vcpu"]: r["ns"] for r in data.get("ran_ns", [])},
         )
 
     def to_json(self) -> dict:
         """For results files: string keys, as JSON needs."""
         return {"nodes": {str(k): v for k, v in self.nodes.items()},
                 "vcpus": {str(k): v for k, v in self.vcpus.items()}, "slept_ns": self.slept_ns, "sleeps": self.sleeps,
-                "credited_ns": self.credited_ns}
+                "credited_ns": self.credited_ns, "ran_ns": {str(k): v for k, v in self.ran_ns.items()}}
 
 
 class Control:

@@ -46,7 +46,8 @@
  *   sock=PATH             control socket (optional)
  *
  * Control protocol, one line per request, one line per answer:
- *   read                  -> JSON counters since the last reset
+ *   read                  -> JSON counters since the last reset (and each vCPU's
+ *                            host ns holding the TCG thread, "ran_ns")
  *   reset                 -> ok
  *   flush                 -> ok  (empty the cache model before the next access)
  *   delay NODE READ WRITE -> ok  (change a node's delays while running)
@@ -119,6 +120,8 @@ void qemu_plugin_register_vcpu_tb_exec_cond_cb(struct qemu_plugin_tb *tb, qemu_p
                                                enum qemu_plugin_cb_flags flags, enum qemu_plugin_cond cond,
                                                qemu_plugin_u64 entry, uint64_t imm, void *userdata);
 void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t cb, void *userdata);
+typedef void (*qemu_plugin_vcpu_simple_cb_t)(qemu_plugin_id_t id, unsigned int vcpu_index);
+void qemu_plugin_register_vcpu_idle_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_simple_cb_t cb);
 void qemu_plugin_outs(const char *string);
 
 /* API 2 is the oldest that QEMU 10 accepts and has everything used here. */
@@ -169,6 +172,14 @@ static bool pacing;      /* some vCPU is slower than the emulator */
 static qemu_plugin_u64 pending; /* per vCPU: instructions since its last check, added inline */
 static bool mem_cbs = true; /* mem=0: pacing only (needed with multi-threaded TCG) */
 static uint64_t pace_batch_ns = 1000000; /* sleep in ~1 ms pieces: fewer wake-ups, less cold cache */
+
+/* Host time each vCPU held the TCG thread (thread=single runs one vCPU at a time, in turn):
+ * a kernel thread on another vCPU takes its time from the workload here, where a
+ * machine with as many cores would run both at once.  Switches are seen on the first
+ * access of the next vCPU, and on a halt where QEMU reports one. */
+static uint64_t ran_ns[MAX_VCPUS], ran_base[MAX_VCPUS];
+static int running_vcpu = -1;
+static uint64_t running_since;
 
 static char sock_path[108];
 static int listen_fd = -1;
@@ -341,8 +352,29 @@ static void on_pace_check(unsigned int vcpu, void *udata)
     pace_pay(&pace[vcpu]);
 }
 
+static void vcpu_stops(uint64_t now)
+{
+    if (running_vcpu >= 0) {
+        ran_ns[running_vcpu] += now - running_since;
+    }
+    running_vcpu = -1;
+}
+
+static void on_idle(qemu_plugin_id_t id, unsigned int vcpu)
+{
+    if ((int)vcpu == running_vcpu) {
+        vcpu_stops(now_ns());
+    }
+}
+
 static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
+    if ((int)vcpu != running_vcpu && vcpu < MAX_VCPUS) {
+        uint64_t now = now_ns();
+        vcpu_stops(now);
+        running_vcpu = (int)vcpu;
+        running_since = now;
+    }
     struct qemu_plugin_hwaddr *hw = qemu_plugin_get_hwaddr(info, vaddr);
     if (!hw) {
         return;
@@ -416,7 +448,7 @@ static int put_counters(char *out, size_t size, const char *key, int id, const s
                     c->write_misses, c->streamed, c->delay_ns);
 }
 
-/* JSON: per node (id -1 = unclassified), per vCPU (only those that ran), sleep totals. */
+/* JSON: per node (id -1 = unclassified), per vCPU (only those that ran), host time per vCPU, sleep totals. */
 static size_t format_counters(char *out, size_t size)
 {
     struct counters per_node[MAX_NODES + 1] = {0}, per_vcpu[MAX_VCPUS] = {0};
@@ -445,6 +477,21 @@ static size_t format_counters(char *out, size_t size)
         }
         len += snprintf(out + len, size - len, first ? "" : ",");
         len += put_counters(out + len, size - len, "vcpu", v, &per_vcpu[v]);
+        first = false;
+    }
+    len += snprintf(out + len, size - len, "],\"ran_ns\":[");
+    first = true;
+    int now_running = running_vcpu; /* the vCPU thread moves these on: read each once */
+    uint64_t since = running_since, now = now_ns();
+    for (int v = 0; v < MAX_VCPUS; v++) {
+        uint64_t ran = ran_ns[v] - ran_base[v];
+        if (v == now_running && now > since) {
+            ran += now - since; /* the one running now, up to this moment */
+        }
+        if (ran == 0) {
+            continue;
+        }
+        len += snprintf(out + len, size - len, "%s{\"vcpu\":%d,\"ns\":%" PRIu64 "}", first ? "" : ",", v, ran);
         first = false;
     }
     len += snprintf(out + len, size - len, "],\"pace\":[");
@@ -534,6 +581,12 @@ static size_t answer(const char *request, char *out, size_t size)
     }
     if (strncmp(request, "reset", 5) == 0) {
         memcpy(base, count, sizeof(base));
+        memcpy(ran_base, ran_ns, sizeof(ran_base));
+        int now_running = running_vcpu;
+        uint64_t since = running_since, now = now_ns();
+        if (now_running >= 0 && now > since) {
+            ran_base[now_running] += now - since; /* from this moment on */
+        }
         slept_base = slept_ns;
         sleeps_base = sleeps;
         credited_base = credited_ns;
@@ -742,6 +795,7 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     }
     qemu_plugin_register_vcpu_tb_trans_cb(id, on_tb_trans);
     qemu_plugin_register_atexit_cb(id, on_exit_cb, NULL);
+    qemu_plugin_register_vcpu_idle_cb(id, on_idle);
 
     return 0;
 }

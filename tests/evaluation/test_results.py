@@ -26,6 +26,7 @@ PLUGIN_ANSWER = json.dumps({
     ],
     "vcpus": [{"vcpu": 0, "accesses": 1205, "reads": 805, "writes": 400, "misses": 401, "read_misses": 261,
                "write_misses": 140, "streamed": 40, "delay_ns": 240000}],
+    "ran_ns": [{"vcpu": 0, "ns": 3_000_000_000}, {"vcpu": 1, "ns": 1_000_000_000}],
     "slept_ns": 240000, "sleeps": 12,
 })
 
@@ -58,6 +59,8 @@ def test_counters_from_a_plugin_snapshot():
     run.set_counters(Counters.parse(PLUGIN_ANSWER))
     assert run.counters[0].misses == 300 and run.counters[-1].accesses == 5
     assert run.slept_ns == 240000
+    assert run.vcpu_ran_s == {0: 3.0, 1: 1.0} and run.others_share() == 0.25
+    assert make_run().others_share() is None  # recorded nothing
     # outside-range traffic (-1) is not a node's share
     assert run.node_share() == {0: 0.75, 1: 0.25}
     assert run.node_share("accesses") == {0: 0.75, 1: 0.25}
@@ -90,6 +93,7 @@ def test_csv_round_trip(tmp_path):
     assert json.loads(rows[3]["series"])["ops"] == [[0.25, 10], [1.5, 90]] and rows[0]["series"] == ""
     assert rows[4]["interrupted"] == "True" and rows[0]["interrupted"] == "False"
     assert rows[0]["counters.0.misses"] == "300" and rows[0]["figure.ops_per_s"] == "100.0"
+    assert rows[0]["vcpu_ran_s.1"] == "1.0" and rows[1]["vcpu_ran_s.1"] == ""
     assert rows[1]["counters.2.misses"] == "3" and rows[0]["counters.2.misses"] == ""
     assert rows[2]["ok"] == "False" and rows[2]["error"].endswith("second line")
     assert rows[1]["rejection.1"] == 'agent: migrate_pages rejected: pid 1, "init"' and rows[0]["rejection.0"] == ""

@@ -105,13 +105,15 @@ def test_interrupted_runs_are_neither_figures_nor_failures():
 def test_what_the_kernel_did_is_summarized_per_policy():
     runs = [make_run(policy="kernel-tiering", repeat=r, value=10.0,
                      vmstat={"numa_hint_faults": 100 * (r + 1), "pgpromote_success": 7 + r, "pgdemote_kswapd": 4,
-                             "pgdemote_direct": 1}, kthread_cpu_s={"kdamond": 0.0, "kswapd": 1.0})
+                             "pgdemote_direct": 1}, kthread_cpu_s={"kdamond": 0.0, "kswapd": 1.0},
+                     vcpu_ran_s={0: 9.0, 1: 1.0 + r})
             for r in range(3)] + [make_run(policy="default", value=10.0)]
     rows = {r.policy: r for r in summary.summarize(runs)}
     tiering = rows["kernel-tiering"]
     assert (tiering.hint_faults, tiering.promoted, tiering.demoted, tiering.kdamond_s) == (200, 8, 5, 0.0)
     assert rows["default"].hint_faults is None  # recorded nothing: not a zero
     assert summary._kernel_cell(tiering) == "200/8/5, 0.0"
+    assert tiering.others_share == pytest.approx(2 / 11)  # the median of 1/10, 2/11 and 3/12
 
 
 def test_a_time_based_runs_share_is_its_steady_state_share():

@@ -18,7 +18,8 @@ needs_qemu = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("qem
 
 SAMPLE = json.dumps({
     "nodes": [{"node": 0, **dict.fromkeys(COUNTER_FIELDS, 1)}, {"node": -1, **dict.fromkeys(COUNTER_FIELDS, 0)}],
-    "vcpus": [{"vcpu": 1, **dict.fromkeys(COUNTER_FIELDS, 1)}], "slept_ns": 5, "sleeps": 2})
+    "vcpus": [{"vcpu": 1, **dict.fromkeys(COUNTER_FIELDS, 1)}], "ran_ns": [{"vcpu": 1, "ns": 7}],
+    "slept_ns": 5, "sleeps": 2})
 
 
 def test_counters_parse_per_node_and_per_vcpu():
@@ -26,6 +27,7 @@ def test_counters_parse_per_node_and_per_vcpu():
     assert set(c.nodes) == {0, -1} and c.nodes[0]["misses"] == 1
     assert set(c.vcpus) == {1} and c.slept_ns == 5 and c.sleeps == 2
     assert c.to_json()["nodes"]["0"]["delay_ns"] == 1
+    assert c.ran_ns == {1: 7} and c.to_json()["ran_ns"] == {"1": 7}
 
 
 def test_counters_missing_a_field_do_not_parse():
@@ -84,6 +86,7 @@ def test_counters_cover_every_ranged_node_and_the_unclassified_slot(plugin_qemu)
     assert set(counters.nodes) == {0, 1, -1}
     assert all(v == 0 for node in counters.nodes.values() for v in node.values())
     assert (counters.slept_ns, counters.sleeps, counters.credited_ns) == (0, 0, 0)
+    assert counters.ran_ns == {}  # a machine without CPUs: no vCPU ever held the thread
 
 
 @needs_qemu

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from testbed.latency import calibrate, trim
-from testbed.latency.emulated import EmulatedMachine
+from testbed.latency.emulated import GUEST_PROBE, EmulatedMachine
 from testbed.latency.probe import measure_nodes
 from testbed.topology import load, resolve
 
@@ -94,3 +94,17 @@ def test_streams_owe_bandwidth_not_latency(nvm_machine):
     assert nvm["write_misses"] >= 0.9 * LINES
     assert nvm["streamed"] >= 0.9 * nvm["misses"]
     assert nvm["delay_ns"] < 0.2 * nvm["write_misses"] * write_ns
+
+
+def test_host_time_is_told_per_vcpu(nvm_machine):
+    # One TCG thread runs one vCPU at a time: the plugin says which held it, and for how long.
+    shell, control = nvm_machine.vm.shell, nvm_machine.control
+    chase = f"{GUEST_PROBE} chase {SIZE_MIB} 1 > /dev/null"
+    control.reset()
+    shell.run(f"taskset -c 1 {chase}", timeout=600)
+    alone = control.read().ran_ns
+    assert alone[1] > 0.7 * sum(alone.values()), alone  # vCPU 0 only ran the shell around it
+    control.reset()
+    shell.run(f"taskset -c 0 {chase} & taskset -c 1 {chase} & wait", timeout=600)
+    both = control.read().ran_ns
+    assert 0.5 < both[0] / both[1] < 2, both  # the loops took turns on the one host thread
