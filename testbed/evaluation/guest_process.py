@@ -104,10 +104,13 @@ def release(proc: GuestProcess) -> None:
 def finish(proc: GuestProcess, timeout: float) -> str:
     """Wait for the exit; return the output, or raise with it on a failure or a timeout (the process is killed).
 
-    The wait is one guest command that sleeps between checks: polling over SSH
-    would steal the guest CPU that the timed phase is measuring.
+    The wait is one guest process that sleeps between checks of the wrapper's
+    pid (`tail --pid`, which forks nothing): polling over SSH, or a shell loop
+    that starts `sleep` twice a second, would steal the vCPU time the timed
+    phase measures (one TCG thread runs every vCPU in turn).
     """
-    wait = f"while [ ! -s {proc.rc} ]; do sleep {WAIT_STEP_S}; done"
+    wait = (f"tail --pid={proc.group} -s {WAIT_STEP_S} -f /dev/null; "
+            f"while [ ! -s {proc.rc} ]; do sleep {WAIT_STEP_S}; done")  # the wrapper wrote rc before it exited
     proc.shell.run(f"timeout {int(timeout) + 1} sh -c {shlex.quote(wait)}", check=False, timeout=timeout + 60)
     status = proc.exit_status()
     if status is None:
