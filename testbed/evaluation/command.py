@@ -52,6 +52,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         except resume.ResumeError as exc:
             err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
             return 2
+        for line in manifest.drift(recorded, man):
+            err.print(f"[yellow]warning:[/yellow] differs from the interrupted run: {line}", highlight=False)
         resume.carry_over(recorded, man, matrix, kept)
     out.mkdir(parents=True, exist_ok=True)
     manifest.write(out, man)
