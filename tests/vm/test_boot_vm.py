@@ -83,7 +83,7 @@ def test_the_guest_kernel_sees_accesses_to_pages_the_tcg_tlb_holds(dram_cxl):
     running = f"pgrep -x {tlb_reach.NAME}"
     dram_cxl.set_tlb_reach(0)  # what an evaluation does before its calibration
     try:
-        assert shell.run(running, check=False).returncode == 1 and dram_cxl.tlb_reach_ms == 0
+        assert shell.run(running, check=False).exit_status == 1 and dram_cxl.tlb_reach_ms == 0
     finally:
         dram_cxl.set_tlb_reach(tlb_reach.PERIOD_MS)
     assert shell.run(running, check=False).stdout.strip() and dram_cxl.tlb_reach_ms == tlb_reach.PERIOD_MS
