@@ -75,8 +75,8 @@ class Run(BaseModel):
                                    "demotion and migration counters: their change over the timed phase")
     kthread_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU seconds of the kernel's "
                                             "policy threads (kdamond, kswapd) over the timed phase")
-    vcpu_ran_s: dict[int, float] = Field(default_factory=dict, description="host seconds each vCPU held "
-                                         "the TCG thread over the timed phase (one vCPU runs at a time)")
+    vcpu_ran_s: dict[int, float] = Field(default_factory=dict, description="host seconds of the timed phase "
+                                         "by vCPU (one runs at a time; rough: by the vCPU that translated the code)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 

@@ -173,10 +173,11 @@ static qemu_plugin_u64 pending; /* per vCPU: instructions since its last check, 
 static bool mem_cbs = true; /* mem=0: pacing only (needed with multi-threaded TCG) */
 static uint64_t pace_batch_ns = 1000000; /* sleep in ~1 ms pieces: fewer wake-ups, less cold cache */
 
-/* Host time each vCPU held the TCG thread (thread=single runs one vCPU at a time, in turn):
- * a kernel thread on another vCPU takes its time from the workload here, where a
- * machine with as many cores would run both at once.  Switches are seen on the first
- * access of the next vCPU, and on a halt where QEMU reports one. */
+/* Host time by vCPU (thread=single runs one vCPU at a time, in turn): a kernel thread
+ * on another vCPU takes its time from the workload here, where a machine with as many
+ * cores would run both at once.  Switches are seen on an access under another vCPU
+ * index, which is the translating vCPU's (see above), so the split is rough; the sum is
+ * the host time that passed. */
 static uint64_t ran_ns[MAX_VCPUS], ran_base[MAX_VCPUS];
 static int running_vcpu = -1;
 static uint64_t running_since;
@@ -484,14 +485,14 @@ static size_t format_counters(char *out, size_t size)
     int now_running = running_vcpu; /* the vCPU thread moves these on: read each once */
     uint64_t since = running_since, now = now_ns();
     for (int v = 0; v < MAX_VCPUS; v++) {
-        uint64_t ran = ran_ns[v] - ran_base[v];
+        int64_t ran = (int64_t)(ran_ns[v] - ran_base[v]);
         if (v == now_running && now > since) {
-            ran += now - since; /* the one running now, up to this moment */
+            ran += (int64_t)(now - since); /* the one running now, up to this moment */
         }
-        if (ran == 0) {
+        if (ran <= 0) { /* a switch between this thread's reads can count one slice twice: never below 0 */
             continue;
         }
-        len += snprintf(out + len, size - len, "%s{\"vcpu\":%d,\"ns\":%" PRIu64 "}", first ? "" : ",", v, ran);
+        len += snprintf(out + len, size - len, "%s{\"vcpu\":%d,\"ns\":%" PRId64 "}", first ? "" : ",", v, ran);
         first = false;
     }
     len += snprintf(out + len, size - len, "],\"pace\":[");
