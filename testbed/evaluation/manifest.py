@@ -11,7 +11,6 @@ what it cannot reproduce.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -110,7 +109,7 @@ def collect(matrix: _matrix.Matrix, image: GuestImage | None, command: list[str]
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         command=list(command),
         matrix=MatrixRecord(name=matrix.name, origin=matrix.origin, text=matrix.text,
-                            digest=hashlib.sha256(matrix.text.encode()).hexdigest()),
+                            digest=matrix.digest),
         testbed_commit=_git("rev-parse", "HEAD").strip(),
         testbed_dirty=bool(_git("status", "--porcelain", "--untracked-files=no").strip()),
         qemu_version=".".join(map(str, _plugin_build.qemu_version(qemu))),

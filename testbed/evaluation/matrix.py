@@ -8,6 +8,7 @@ typo never costs a boot; errors name file, field and value.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -129,6 +130,11 @@ class Matrix(_Strict):
     @property
     def origin(self) -> str:
         return self._origin
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the text: what a manifest records, and what --resume compares."""
+        return hashlib.sha256(self._text.encode()).hexdigest()
 
     @property
     def timed_s(self) -> float | None:

@@ -10,7 +10,6 @@ the machines whose runs are all kept (calibration, trims, time scale).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -35,7 +34,7 @@ def finished(out: Path, matrix: Matrix) -> tuple[list[results.Run], manifest.Man
         recorded = manifest.read(path)
     except manifest.ManifestError as exc:
         raise ResumeError(f"cannot resume: {exc}") from None
-    digest = hashlib.sha256(matrix.text.encode()).hexdigest()
+    digest = matrix.digest
     if recorded.matrix.digest != digest:
         raise ResumeError(f"{path}: matrix.digest is {recorded.matrix.digest[:16]}..., recorded for "
                           f"{recorded.matrix.origin!r}; {matrix.origin!r} is {digest[:16]}... (the matrix "
