@@ -37,7 +37,9 @@ def testbed(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit, VM and local-LLM tests. Quick loop: nox -s tests -- -m 'not vm and not llm'."""
     _install(session, "[test,local-llm]")
-    session.run("pytest", *(session.posargs or ["-v" if os.environ.get("CI") else "-q"]))
+    # CI prints the slowest tests, so a suite that grows towards its time limit says where
+    ci = ["-v", "--durations=40"] if os.environ.get("CI") else ["-q"]
+    session.run("pytest", *(session.posargs or ci))
 
 
 @nox.session(name="bench-boot")

@@ -45,3 +45,8 @@ def test_one_sleeper_pinned_to_each_cpu(program):
 @pytest.mark.parametrize("rate, floor", [(0.0, 0.0), (50.0, 5.0), (200.0, 20.0), (1000.0, 20.0)])
 def test_the_hardware_floor_is_the_chance_a_pass_falls_in_a_sample(rate, floor):
     assert tlb_reach.Seen(passes_per_s=rate, nr_accesses=0.0).floor == pytest.approx(floor)
+
+
+@pytest.mark.parametrize("period_ms, reachable", [(5, 20.0), (10, 10.0), (20, 5.0)])
+def test_a_sample_sees_a_page_only_if_a_flush_fell_in_it(period_ms, reachable):
+    assert tlb_reach.Seen(passes_per_s=1000.0, nr_accesses=0.0).reachable(period_ms) == pytest.approx(reachable)

@@ -79,7 +79,8 @@ def test_the_guest_kernel_sees_accesses_to_pages_the_tcg_tlb_holds(dram_cxl):
     assert shell.run(f"pgrep -x {tlb_reach.NAME}", check=False).stdout.strip(), "tlb-reach is not running"
     assert tlb_reach.NAME in shell.run(f"cat {tlb_reach.PROTECTED_FILE}").stdout.split()
     for seen in tlb_reach.damon_view(shell, mib=64, rounds=3):
-        assert seen.nr_accesses >= 0.5 * seen.floor, seen
+        # CI saw 9.49 of a floor of 20 at 657 passes/s: half the samples hold no flush
+        assert seen.nr_accesses >= 0.5 * seen.reachable(dram_cxl.tlb_reach_ms), seen
     running = f"pgrep -x {tlb_reach.NAME}"
     dram_cxl.set_tlb_reach(0)  # what an evaluation does before its calibration
     try:
