@@ -36,7 +36,7 @@ def testbed(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit, VM and local-LLM tests. Quick loop: nox -s tests -- -m 'not vm and not llm'."""
-    _install(session, "[test,local-llm]")
+    _install(session, "[test,local-llm,cluster]")
     # CI prints the slowest tests, so a suite that grows towards its time limit says where
     ci = ["-v", "--durations=40"] if os.environ.get("CI") else ["-q"]
     session.run("pytest", *(session.posargs or ci))
@@ -47,6 +47,13 @@ def bench_boot(session: nox.Session) -> None:
     """Seconds from QEMU start to SSH-ready, per topology."""
     _install(session)
     session.run("python", "benchmarks/boot.py", *session.posargs)
+
+
+@nox.session(name="bench-cluster")
+def bench_cluster(session: nox.Session) -> None:
+    """A matrix's wall time on 1 and 2 local Ray workers, and felt latency with guests side by side."""
+    _install(session, "[cluster]")
+    session.run("python", "benchmarks/cluster.py", *session.posargs)
 
 
 @nox.session(name="bench-latency")
@@ -81,8 +88,9 @@ def exam(session: nox.Session) -> None:
 
 @nox.session(name="eval")
 def evaluation(session: nox.Session) -> None:
-    """The default evaluation matrix (12-30 min on a 2-core host), then its table. Else: -- MATRIX --out DIR."""
-    _install(session, "[local-llm]")
+    """The default evaluation matrix (12-30 min on a 2-core host), then its table. Else: -- MATRIX --out DIR
+    [--workers N | --ray ADDRESS]."""
+    _install(session, "[local-llm,cluster]")
     session.run("testbed", "eval", *(session.posargs or ["default", "--out", "results/eval-default"]))
 
 

@@ -1,8 +1,11 @@
-"""Writing a file so that a concurrent reader sees the old text or the new, never half."""
+"""Files shared by concurrent processes on one host: atomic writes, and locks around cached work."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -14,3 +17,22 @@ def write_atomic(path: Path, text: str) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (made if missing) inside the block; another holder makes it wait.
+
+    Two evaluation workers on one host prepare the host's caches (image, calibration)
+    one after the other: the second finds what the first made instead of measuring
+    the emulator while another VM takes its core.  The kernel drops the lock when the
+    holder dies, so a killed worker never leaves it held.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

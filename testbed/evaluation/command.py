@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from rich.markup import escape
 
 from .. import image
 from ..advisor import AnswerCache
+from ..cluster.connect import ClusterError
 from ..llm_client import DEFAULT_TIMEOUT_S, Endpoint
 from . import datafile, manifest, results, resume, runner, summary
 from . import matrix as _matrix
@@ -37,7 +39,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         matrix, out = _load(args)
-    except (datafile.DataFileError, manifest.ManifestError) as exc:
+        _ray_address(args)  # before any boot or image build
+    except (datafile.DataFileError, manifest.ManifestError, ClusterError) as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     img = image.ensure(err)
@@ -63,13 +66,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
     resumed = f" ({len(kept)} kept from the interrupted evaluation)" if args.resume else ""
     console.print(f"[bold]{matrix.name}[/bold]: {len(matrix.runs())} runs{resumed} -> {out}")
     evaluation = runner.Evaluation(matrix, settings, man, console, runs=kept)
-    rows = runner.run_matrix(evaluation, img)
+    try:
+        rows = _run(evaluation, img, args)
+    except ClusterError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return 2
     console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
     console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
     failed = sum(not r.ok for r in evaluation.runs)
     if failed:
         err.print(f"[yellow]{failed} run(s) failed; their errors are in results.json[/yellow]")
     return 0
+
+
+def _run(evaluation: runner.Evaluation, img: image.GuestImage, args: argparse.Namespace) -> list[summary.Row]:
+    """Serially here, or on Ray workers (--workers N locally, --ray ADDRESS on a cluster)."""
+    if not args.workers and args.ray is None:
+        return runner.run_matrix(evaluation, img)
+    from ..cluster import connect, driver
+    cluster = connect.start(args.workers, _ray_address(args))
+    try:
+        evaluation.console.print(f"on Ray ({cluster.address}): {cluster.workers} worker(s)")
+        return driver.run_matrix(evaluation, cluster)
+    finally:
+        connect.stop(cluster)
+
+
+def _ray_address(args: argparse.Namespace) -> str | None:
+    """The cluster --ray names (bare --ray: $RAY_ADDRESS); None for a local instance or a serial run."""
+    if args.ray != "env":
+        return args.ray
+    if not os.environ.get("RAY_ADDRESS"):
+        raise ClusterError("--ray without an ADDRESS needs RAY_ADDRESS set")
+    return os.environ["RAY_ADDRESS"]
+
+
+def _workers(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers {text}: give 1 or more")
+    return value
 
 
 def add_parser(sub) -> None:
@@ -81,6 +117,10 @@ def add_parser(sub) -> None:
                    "(its matrix text; cached LLM answers are replayed where the prompt matches)")
     e.add_argument("--resume", action="store_true", help="go on with an interrupted evaluation in --out: "
                    "keep its finished runs (same matrix), run the missing and failed ones")
+    e.add_argument("--workers", type=_workers, metavar="N", help="run on a local Ray instance with N workers "
+                   "(one run each at a time; needs the cluster extra)")
+    e.add_argument("--ray", nargs="?", const="env", metavar="ADDRESS", help="run on the Ray cluster at ADDRESS "
+                   "(default: $RAY_ADDRESS); every host needs the testbed installed")
     e.add_argument("--endpoint", help="OpenAI-compatible base URL for the llm policy "
                                       "(default: $OPENAI_BASE_URL, else a local llama.cpp server)")
     e.add_argument("--model", help="model name (default: $LLAMAS_MODEL, else the server's first)")

@@ -30,7 +30,8 @@ from ..latency import build as _plugin_build
 from . import datafile
 from . import matrix as _matrix
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: hosts
+READS = (1, 2)  # a version 1 manifest lacks only `hosts`
 NAME = "manifest.json"
 REPO = Path(__file__).resolve().parent.parent.parent
 
@@ -79,7 +80,11 @@ class Manifest(_Model):
     llm: list[LlmExchange] = Field(default_factory=list)
     answers_dir: str | None = Field(default=None, description="copies of the answers, relative to the manifest")
     seeds: list[int]
-    host: dict[str, Any]
+    host: dict[str, Any] = Field(description="the host that ran the command (the driver, on a cluster)")
+    hosts: dict[str, dict[str, Any]] = Field(default_factory=dict, description="on a cluster, per host that "
+                                             "ran runs: its facts, testbed commit, QEMU, and its plugin "
+                                             "record per topology (calibration, trim, k); `plugin` then "
+                                             "holds the first host's, per topology")
 
 
 # ---- facts ----------------------------------------------------------------
@@ -146,8 +151,8 @@ def read(path: Path) -> Manifest:
         manifest = datafile.validate(path, Manifest, data)
     except datafile.DataFileError as exc:
         raise ManifestError(str(exc)) from None
-    if manifest.schema_version != SCHEMA_VERSION:
-        raise ManifestError(f"{path}: schema_version {manifest.schema_version}, this testbed reads {SCHEMA_VERSION}")
+    if manifest.schema_version not in READS:
+        raise ManifestError(f"{path}: schema_version {manifest.schema_version}, this testbed reads {READS}")
     return manifest
 
 

@@ -23,10 +23,10 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 3  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s
+SCHEMA_VERSION = 4  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
-                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at")
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts")
 
 
 class NodeCounters(BaseModel):
@@ -69,6 +69,9 @@ class Run(BaseModel):
                                   "and by whom (advisor or agent)")
     durations: dict[str, float] = Field(default_factory=dict, description="seconds per phase")
     started_at: str = ""
+    host: str = Field(default="", description="where it ran: the host name (and the Ray node, on a cluster)")
+    attempts: int = Field(default=1, ge=1, description="workers that started it: more than 1 when a worker "
+                          "died under it and it was run again")
     series: Series | None = Field(default=None, description="a time-based run's progress and per-node misses "
                                   "over its timed phase")
     vmstat: dict[str, int] = Field(default_factory=dict, description="/proc/vmstat's NUMA, promotion, "

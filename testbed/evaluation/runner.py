@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,7 +31,8 @@ from rich.progress import (
 
 from .. import agent
 from ..advisor import Advisor, AnswerCache
-from ..image import GuestImage
+from ..files import locked
+from ..image import GuestImage, cache_root
 from ..latency import calibrate, cores, trim
 from ..latency.emulated import Delays, EmulatedMachine
 from ..llm_client import Endpoint
@@ -84,6 +86,8 @@ class Evaluation:
     console: Console
     runs: list[results.Run] = field(default_factory=list)
     fast_nodes: dict[str, int] = field(default_factory=dict)
+    cut: results.Run | None = None  # the run an interrupt cut short, if one did
+    host: str = field(default_factory=socket.gethostname)  # recorded in each run
     _advisor: Advisor | None = None
 
     def advisor(self) -> Advisor:
@@ -95,6 +99,18 @@ class Evaluation:
     def close(self) -> None:
         if self._advisor is not None:
             self._advisor.close()
+
+    def missing(self) -> list[RunKey]:
+        """The matrix's cells not yet among the runs (all of them, unless --resume kept some)."""
+        done = {resume.key_of(r) for r in self.runs}
+        return [k for k in self.matrix.runs() if k not in done]
+
+    def record(self, run: results.Run) -> None:
+        """Keep a finished (or cut) run: results files rewritten at once, a line on the console."""
+        self.runs.append(run)
+        results.write(self.settings.out, self.runs)
+        log.info("run %d (%s) written", len(self.runs), run.topology)
+        _say(self.console, run)
 
     def write(self) -> list[summary.Row]:
         """Write results, summary, plots and manifest as they stand."""
@@ -115,18 +131,26 @@ def fastest_nodes(topo: Topology) -> list[int]:
     return sorted(nodes, key=lambda n: (targets.get(n, (float("inf"),))[0], n))
 
 
+def _calibration_lock() -> Path:
+    """One calibration at a time per host: cluster workers on one host share its cache."""
+    return cache_root() / "latency" / "calibration.lock"
+
+
 def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, float | None]:
     """The per-node delays for the matrix's latency mode and its k (felt / target), recorded in the manifest."""
     topo = machine.topology
     if machine.paces_cores:  # cores of different speed: felt through pacing, memory latency not emulated
+        with locked(_calibration_lock()):
+            pace = cores.ensure(machine)
         evaluation.manifest.plugin[topo.name] = {"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
-                                                 "pace_permille": {str(c): p for c, p in cores.ensure(machine).items()}}
+                                                 "pace_permille": {str(c): p for c, p in pace.items()}}
         return {n.id: (0, 0) for n in topo.nodes}, None
     if evaluation.matrix.latency != "emulated":
         return {n.id: (0, 0) for n in topo.nodes}, None
-    cal = calibrate.ensure(machine)
     targets = calibrate.targets(topo)
-    trimmed = trim.ensure(machine, cal, targets)
+    with locked(_calibration_lock()):
+        cal = calibrate.ensure(machine)
+        trimmed = trim.ensure(machine, cal, targets)
     k = cal.scale(targets)
     evaluation.manifest.plugin[topo.name] = {
         "cache": asdict(machine.cache), "calibration": asdict(cal),
@@ -137,22 +161,37 @@ def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, f
 
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
     """Run every cell of the matrix; return the summary rows (everything is written even when interrupted)."""
-    done = {resume.key_of(r) for r in evaluation.runs}  # kept by --resume
-    cells = evaluation.matrix.runs()
-    keys = [k for k in cells if k not in done]
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    keys = evaluation.missing()
     try:
-        with Progress(*columns, console=evaluation.console, transient=False) as progress:
-            total = progress.add_task("all runs", total=len(cells), completed=len(cells) - len(keys))
+        with _progress(evaluation) as (progress, total):
             for name, group in itertools.groupby(keys, key=lambda k: k.topology):
                 group = list(group)
                 task = progress.add_task(f"{name}: booting", total=len(group))
-                _run_topology(evaluation, image, name, group, progress, task, total)
+
+                def starting(key: RunKey, name=name, task=task) -> None:
+                    progress.update(task, description=f"{name}: {key.workload} {key.policy} #{key.repeat}")
+
+                for run in topology_runs(evaluation, image, name, group, starting):
+                    evaluation.record(run)
+                    progress.advance(task)
+                    progress.advance(total)
+                progress.update(task, description=f"{name}: done")
     finally:
         with signals_deferred():  # a second Ctrl-C must not cut the finished runs' files short
+            if evaluation.cut is not None:  # an interrupted run is kept too, marked as such
+                evaluation.record(evaluation.cut)
             evaluation.close()
             rows = evaluation.write()
     return rows
+
+
+@contextlib.contextmanager
+def _progress(evaluation: Evaluation) -> Iterator[tuple[Progress, object]]:
+    """A live display with an "all runs" bar, the runs --resume kept counted as done."""
+    cells = len(evaluation.matrix.runs())
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=evaluation.console, transient=False) as progress:
+        yield progress, progress.add_task("all runs", total=cells, completed=cells - len(evaluation.missing()))
 
 
 @dataclass(frozen=True)
@@ -191,8 +230,13 @@ def _tlb_reach(evaluation: Evaluation, machine: EmulatedMachine, time_scale: flo
         "modelled_ms": modelled, "host_ms": host_ms}
 
 
-def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: list[RunKey],
-                  progress: Progress, task, total) -> None:
+def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: list[RunKey],
+                  starting: Callable[[RunKey], None] = lambda key: None) -> Iterator[results.Run]:
+    """Boot topology `name` once and measure each of `keys` in it, yielding each run as it finishes.
+
+    A run an interrupt cuts short is left in `evaluation.cut` (marked interrupted) before the
+    interrupt goes on; the guest is shut down either way.
+    """
     topo = evaluation.matrix.topology(name)
     order = fastest_nodes(topo)
     fast, slow = order[0], order[1] if len(order) > 1 else order[0]
@@ -213,36 +257,34 @@ def _run_topology(evaluation: Evaluation, image: GuestImage, name: str, keys: li
         try:
             for key in keys:
                 check_stop()  # between runs
-                progress.update(task, description=f"{name}: {key.workload} {key.policy} #{key.repeat}")
+                starting(key)
                 if key.workload not in installed:
                     evaluation.matrix.workload(key.workload).install(shell)
                     installed.add(key.workload)
                 run = new_run(evaluation.matrix, key)
+                run.host = evaluation.host
                 try:
                     run_one(evaluation, bench, key, run)
-                finally:  # an interrupted run is kept too, marked as such
-                    evaluation.runs.append(run)
-                    results.write(evaluation.settings.out, evaluation.runs)
-                    log.info("run %d of %s written", len(evaluation.runs), name)
-                progress.advance(task)
-                progress.advance(total)
-                _say(evaluation.console, run)
+                except BaseException:
+                    evaluation.cut = run
+                    raise
+                yield run
         finally:
             if held is not None:
                 with contextlib.suppress(Exception):
                     held.release()
-    progress.update(task, description=f"{name}: done")
 
 
 def _say(console: Console, run: results.Run) -> None:
     share = run.node_share()
+    where = f" on {run.host}" if run.host and run.host != socket.gethostname() else ""  # a cluster's worker
     if run.ok:
-        console.print(f"  {run.topology} {run.workload} {run.policy} #{run.repeat}: {run.primary}="
+        console.print(f"  {run.topology} {run.workload} {run.policy} #{run.repeat}{where}: {run.primary}="
                       f"{run.value:,.0f} hints={run.hints_applied}/{run.hints_applied + run.hints_rejected} "
                       f"node share={ {n: round(v, 3) for n, v in share.items()} }"
                       f"{' (no usable advice: nothing applied)' if run.advice_error else ''}", highlight=False)
     else:
-        console.print(f"  [red]{run.topology} {run.workload} {run.policy} #{run.repeat} failed:[/red] "
+        console.print(f"  [red]{run.topology} {run.workload} {run.policy} #{run.repeat}{where} failed:[/red] "
                       f"{(run.error or '').splitlines()[0][:200]}", highlight=False)
 
 

@@ -27,17 +27,20 @@ def evaluation(tmp_path):
 
 
 def test_an_interrupt_leaves_the_finished_runs_summary_plots_and_manifest(evaluation, monkeypatch):
-    def two_runs_then_ctrl_c(ev, image, name, keys, progress, task, total):
+    def two_runs_then_ctrl_c(ev, image, name, keys, starting):
         ev.fast_nodes[name] = 0
-        ev.runs += [make_run(policy="default", value=100.0, misses={0: 30, 1: 70}),
-                    make_run(policy="oracle", value=180.0, misses={0: 80, 1: 20})]
+        yield make_run(policy="default", value=100.0, misses={0: 30, 1: 70})
+        yield make_run(policy="oracle", value=180.0, misses={0: 80, 1: 20})
+        ev.cut = make_run(policy="default", repeat=1, value=None, ok=False, error="interrupted: KeyboardInterrupt")
+        ev.cut.interrupted = True
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner, "_run_topology", two_runs_then_ctrl_c)
+    monkeypatch.setattr(runner, "topology_runs", two_runs_then_ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         runner.run_matrix(evaluation, image=None)
     out = evaluation.settings.out
-    assert [r.policy for r in results.read(out)] == ["default", "oracle"]
+    assert [(r.policy, r.interrupted) for r in results.read(out)] == [("default", False), ("oracle", False),
+                                                                     ("default", True)]
     assert {p.name for p in out.iterdir()} >= {"results.json", "results.csv", TXT_NAME, CSV_NAME,
                                                "throughput.png", "node-share.png", "manifest.json"}
     assert "1.800" in (out / TXT_NAME).read_text()  # oracle / default, from the figures
@@ -89,3 +92,10 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_summary(evaluatio
     data = json.loads((evaluation.settings.out / "results.json").read_text())
     assert data["runs"][1]["interrupted"] is True
     assert [r.policy for r in rows] == ["default"]
+
+
+def test_eval_on_ray_without_an_address_says_what_is_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["eval", "tiny", "--out", str(tmp_path / "out"), "--ray"]) == 2
+    assert "--ray without an ADDRESS needs RAY_ADDRESS" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
