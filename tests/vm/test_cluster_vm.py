@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -77,9 +78,11 @@ def two_nodes():
     temp = tempfile.mkdtemp(prefix="llr-")  # short: Ray's socket paths live under it
     port = _free_port()
     address = f"{LOCAL_NODE_IP}:{port}"
-    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0"}
+    # Ray's token authentication, with a token of this test's own for the nodes, `ray status` and the driver
+    env = os.environ | {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+                        "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     common = ["--block", "--num-cpus=1", f"--node-ip-address={LOCAL_NODE_IP}", f"--temp-dir={temp}",
-              "--disable-usage-stats"]
+              "--disable-usage-stats", f"--object-store-memory={128 << 20}"]
     nodes = [subprocess.Popen([*RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", *common],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     try:
@@ -87,7 +90,7 @@ def two_nodes():
         nodes.append(subprocess.Popen([*RAY, "start", f"--address={address}", *common], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
         _wait_for_cpus(address, 2, env)
-        yield address
+        yield address, env
     finally:
         for node in reversed(nodes):  # --block: SIGTERM stops the node's processes
             os.killpg(node.pid, signal.SIGTERM)
@@ -98,7 +101,7 @@ def two_nodes():
                 node.wait()
 
 
-def _wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float = 120) -> None:
+def _wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = subprocess.run([*RAY, "status", f"--address={address}"], env=env, capture_output=True, text=True,
@@ -109,11 +112,12 @@ def _wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float 
     raise AssertionError(f"the Ray cluster at {address} did not reach {cpus} CPUs:\n{status.stdout}{status.stderr}")
 
 
-def _start_eval(tmp_path: Path, address: str) -> tuple[subprocess.Popen, Path, Path]:
+def _start_eval(tmp_path: Path, cluster: tuple[str, dict[str, str]]) -> tuple[subprocess.Popen, Path, Path]:
+    address, env = cluster
     path = tmp_path / "two-nodes.toml"
     path.write_text(MATRIX)
     out = tmp_path / "out"
-    proc = subprocess.Popen([*TESTBED, "eval", str(path), "--out", str(out), "--ray", address],
+    proc = subprocess.Popen([*TESTBED, "eval", str(path), "--out", str(out), "--ray", address], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     return proc, path, out
 
@@ -176,8 +180,9 @@ def test_ctrl_c_on_the_driver_cancels_every_workers_run_and_resume_runs_the_rest
     assert len({resume.key_of(r) for r in runs}) == len(runs)
     assert _guest_qemus() == []  # the driver waited for each worker to shut its guest down
     kept = [r for r in runs if r.ok]
-    done = subprocess.run([*TESTBED, "eval", str(path), "--out", str(out), "--ray", two_nodes, "--resume"],
-                          capture_output=True, text=True, timeout=900, check=False)
+    address, env = two_nodes
+    done = subprocess.run([*TESTBED, "eval", str(path), "--out", str(out), "--ray", address, "--resume"],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     after = results.read(out)
     assert after[:len(kept)] == kept  # kept as recorded, only the missing cells ran
