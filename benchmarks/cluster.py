@@ -6,13 +6,15 @@ For each worker count N: the wall time of `testbed eval MATRIX --workers N` and 
 runs; then N `testbed probe-latency TOPOLOGY --json` at once, each guest's largest
 ratio error against the topology (N = 1: alone). Parallel guests share the host's
 cores and caches, and the delays were fitted with one guest running: the second
-figure says how much a second guest spoils what the first feels.
+figure says how much a second guest spoils what the first feels. The median set-up
+and timed seconds per run say whether runs slowed when guests shared the host.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,14 +27,17 @@ from rich.table import Table
 TESTBED = [sys.executable, "-m", "testbed.cli"]
 
 
-def timed_eval(matrix: str, workers: int, out: Path) -> tuple[float, int, int]:
-    """Seconds, runs and failed runs of the matrix on `workers` local Ray workers."""
+def timed_eval(matrix: str, workers: int, out: Path) -> tuple[float, list[dict]]:
+    """Seconds and runs of the matrix on `workers` local Ray workers."""
     started = time.monotonic()
     subprocess.run([*TESTBED, "eval", matrix, "--out", str(out), "--workers", str(workers)], check=True,
                    stdout=subprocess.DEVNULL)
-    seconds = time.monotonic() - started
-    runs = json.loads((out / "results.json").read_text())["runs"]
-    return seconds, len(runs), sum(not r["ok"] for r in runs)
+    return time.monotonic() - started, json.loads((out / "results.json").read_text())["runs"]
+
+
+def median_phase(runs: list[dict], phase: str) -> float:
+    """Median seconds of one phase of a run (set-up, timed): whether runs slowed when guests shared the host."""
+    return statistics.median(r["durations"].get(phase, 0.0) for r in runs) if runs else 0.0
 
 
 def side_by_side(topology: str, guests: int) -> list[float]:
@@ -55,13 +60,15 @@ def main() -> None:
     parser.add_argument("--topology", default="dram-nvm", help="for the felt latency figure")
     args = parser.parse_args()
     table = Table(title=f"{args.matrix} on local Ray workers; felt latency on {args.topology}")
-    for column in ("workers", "wall s", "runs (failed)", "guests at once", "ratio error max, each guest"):
+    for column in ("workers", "wall s", "runs (failed)", "median set-up s", "median timed s",
+                   "ratio error max, each guest"):
         table.add_column(column, justify="right")
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         for n in args.workers:
-            seconds, runs, failed = timed_eval(args.matrix, n, Path(tmp) / f"w{n}")
+            seconds, runs = timed_eval(args.matrix, n, Path(tmp) / f"w{n}")
             errors = side_by_side(args.topology, n)
-            table.add_row(str(n), f"{seconds:.0f}", f"{runs} ({failed})", str(n),
+            table.add_row(str(n), f"{seconds:.0f}", f"{len(runs)} ({sum(not r['ok'] for r in runs)})",
+                          f"{median_phase(runs, 'setup'):.1f}", f"{median_phase(runs, 'timed'):.1f}",
                           ", ".join(f"{100 * e:.1f} %" for e in errors))
     Console().print(table)
 
