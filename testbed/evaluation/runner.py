@@ -109,7 +109,7 @@ class Evaluation:
         """Keep a finished (or cut) run: results files rewritten at once, a line on the console."""
         self.runs.append(run)
         results.write(self.settings.out, self.runs)
-        log.info("run %d (%s) written", len(self.runs), run.topology)
+        log.info("run %d of %s written", len(self.runs), run.topology)  # test_signals_vm keys on this line
         _say(self.console, run)
 
     def write(self) -> list[summary.Row]:
