@@ -56,10 +56,10 @@ def groups(keys: list[RunKey], workers: int) -> list[Group]:
 class Driver:
     """Submits the groups and turns what the workers report into the evaluation's runs and manifest."""
 
-    def __init__(self, evaluation: runner.Evaluation, cluster: connect.Cluster, work_fn: Callable | None = None):
+    def __init__(self, evaluation: runner.Evaluation, work_fn: Callable | None = None):
         import ray
 
-        self.ray, self.evaluation, self.cluster = ray, evaluation, cluster
+        self.ray, self.evaluation = ray, evaluation
         self.remote = ray.remote(num_cpus=1, max_retries=0)(work_fn or work.run_group)
         self.inflight: dict[Any, Group] = {}
         self.board: Board | None = None
@@ -83,21 +83,32 @@ class Driver:
         for gen in ready:
             self.take(gen)
 
+    def _next(self, gen):
+        """`gen`'s next report, or None at its end; a group that ended or whose worker died
+        (RayError, raised on) leaves `inflight`."""
+        try:
+            event = self.ray.get(next(gen))
+        except StopIteration:
+            event = None
+        except self.ray.exceptions.RayError:
+            del self.inflight[gen]
+            raise
+        if event is None:
+            del self.inflight[gen]
+        return event
+
     def take(self, gen) -> None:
         """One report of `gen`'s group, or its end, or its worker's failure."""
         group = self.inflight[gen]
         try:
-            event = self.ray.get(next(gen))
-        except StopIteration:
-            del self.inflight[gen]
-            self._stopped(group)
-            return
+            event = self._next(gen)
         except self.ray.exceptions.RayError as exc:
-            del self.inflight[gen]
             self._stopped(group)
             self.failed(group, exc)
             return
-        if isinstance(event, work.Started):
+        if event is None:
+            self._stopped(group)
+        elif isinstance(event, work.Started):
             group.host, group.node_id = event.host, event.node_id
             self.board.started(event.host)
         elif isinstance(event, work.Prepared):
@@ -166,12 +177,12 @@ class Driver:
             for gen in ready:
                 group = self.inflight[gen]
                 try:
-                    event = self.ray.get(next(gen))
-                except (StopIteration, self.ray.exceptions.RayError):
-                    del self.inflight[gen]
+                    event = self._next(gen)
+                except self.ray.exceptions.RayError:
+                    event = None
+                if gen not in self.inflight:
                     self._cut(group)
-                    continue
-                if isinstance(event, work.Finished):
+                elif isinstance(event, work.Finished):
                     self.finished(group, event)
         for gen, group in list(self.inflight.items()):  # still not ended: force it (its guest dies with it)
             self.ray.cancel(gen, force=True)
@@ -193,7 +204,7 @@ def run_matrix(evaluation: runner.Evaluation, cluster: connect.Cluster,
     for name in evaluation.matrix.topologies:
         evaluation.fast_nodes[name] = runner.fastest_nodes(evaluation.matrix.topology(name))[0]
     keys = evaluation.missing()
-    driver = Driver(evaluation, cluster, work_fn)
+    driver = Driver(evaluation, work_fn)
     cells = len(evaluation.matrix.runs())
     try:
         with Board(evaluation.console, cells, cells - len(keys)) as driver.board:

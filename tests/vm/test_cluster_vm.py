@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,24 +131,33 @@ def _first_run(proc: subprocess.Popen, seen: list[str]) -> re.Match:
     raise AssertionError(f"the evaluation ended before any run:\n{''.join(seen)[-3000:]}")
 
 
-def test_runs_spread_over_both_nodes_and_a_killed_worker_loses_nothing(two_nodes, tmp_path):
-    proc, path, out = _start_eval(tmp_path, two_nodes)
+def _drive(proc: subprocess.Popen, act: Callable[[re.Match, list[str]], None], timeout: int) -> str:
+    """Wait for the first run line, `act` on it, then let the driver finish; its whole output."""
     seen: list[str] = []
     try:
-        first = _first_run(proc, seen)
-        node8 = first.group(3).rsplit("/", 1)[1]
-        # That node's worker is now in its group's second run: kill it, and its guest dies with it.
-        held = [q for q in _guest_qemus() if _node_of(q).startswith(node8)]
-        assert len(held) == 1, (held, node8, ''.join(seen))
-        worker = int(Path(f"/proc/{held[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        os.kill(worker, signal.SIGKILL)
-        rest, _ = proc.communicate(timeout=900)
+        act(_first_run(proc, seen), seen)
+        rest, _ = proc.communicate(timeout=timeout)
         seen.append(rest)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode == 0, "".join(seen)[-4000:]
+    return "".join(seen)
+
+
+def _kill_the_worker_of(first: re.Match, seen: list[str]) -> None:
+    """That run's node's worker is now in its group's second run: kill it, and its guest dies with it."""
+    node8 = first.group(3).rsplit("/", 1)[1]
+    held = [q for q in _guest_qemus() if _node_of(q).startswith(node8)]
+    assert len(held) == 1, (held, node8, "".join(seen))
+    worker = int(Path(f"/proc/{held[0]}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)
+
+
+def test_runs_spread_over_both_nodes_and_a_killed_worker_loses_nothing(two_nodes, tmp_path):
+    proc, path, out = _start_eval(tmp_path, two_nodes)
+    seen = _drive(proc, _kill_the_worker_of, timeout=900)
+    assert proc.returncode == 0, seen[-4000:]
     runs = results.read(out)
     cells = matrix.load(path).runs()
     assert sorted(resume.key_of(r) for r in runs) == sorted(cells)  # every cell once: none lost, none twice
@@ -159,22 +169,13 @@ def test_runs_spread_over_both_nodes_and_a_killed_worker_loses_nothing(two_nodes
     assert set(recorded.hosts) == hosts and all(h["facts"]["cpus"] >= 1 for h in recorded.hosts.values())
     assert results.read(out / "results.csv") == runs  # the serial schema, with host and attempts
     assert _guest_qemus() == []
-    assert "attempt 1 lost on" in "".join(seen)
+    assert "attempt 1 lost on" in seen
 
 
 def test_ctrl_c_on_the_driver_cancels_every_workers_run_and_resume_runs_the_rest(two_nodes, tmp_path):
     proc, path, out = _start_eval(tmp_path, two_nodes)
-    seen: list[str] = []
-    try:
-        _first_run(proc, seen)
-        os.killpg(proc.pid, signal.SIGINT)  # as a terminal sends it
-        rest, _ = proc.communicate(timeout=300)
-        seen.append(rest)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 130, "".join(seen)[-4000:]
+    seen = _drive(proc, lambda *_: os.killpg(proc.pid, signal.SIGINT), timeout=300)  # as a terminal sends it
+    assert proc.returncode == 130, seen[-4000:]
     runs = results.read(out)
     assert any(r.ok for r in runs) and any(r.interrupted for r in runs), [(r.ok, r.error) for r in runs]
     assert len({resume.key_of(r) for r in runs}) == len(runs)
