@@ -1,10 +1,12 @@
-"""Talking to the guest agent from the host: gather state, apply hints, undo."""
+"""Talking to the guest agent from the host: gather state, apply hints, enforce a placement policy, undo."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,22 @@ from .hints import HintDocument
 from .ssh import GuestCommandError, GuestShell
 
 REMOTE_HINTS = "/tmp/llamas-hints.json"
+REMOTE_POLICY = "/tmp/llamas-placement.json"
+ENFORCE_LOG = "/tmp/llamas-enforce.log"
+AUDIT_LOG = "/var/log/llamas-agent/audit.jsonl"
+ENFORCE_START_S = 60  # for the daemon to check the policy and say it started (it reads every node first)
+
+
+class EnforceRefused(RuntimeError):
+    """The agent refused a placement policy, or its daemon did not start; the message says why."""
+
+
+@dataclass(frozen=True)
+class Enforcer:
+    """A running `llamas-agent enforce`: its pid, and where its records begin in the audit log."""
+
+    pid: int
+    audit_from: int  # audit log lines written before it started
 
 
 class HintResult(BaseModel):
@@ -76,7 +94,34 @@ def undo(shell: GuestShell) -> dict:
     return json.loads(shell.run("llamas-agent undo", timeout=60).stdout)
 
 
-def audit_log(shell: GuestShell) -> list[dict]:
-    """Every line of the guest's audit log."""
-    text = shell.run("cat /var/log/llamas-agent/audit.jsonl", check=False).stdout
+def audit_log(shell: GuestShell, after: int = 0) -> list[dict]:
+    """Every line of the guest's audit log (past the first `after`)."""
+    text = shell.run(f"tail -n +{int(after) + 1} {AUDIT_LOG}", check=False).stdout
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def start_enforce(shell: GuestShell, policy: str | bytes, pids: list[int] | None = None) -> Enforcer:
+    """Upload a placement policy and start `llamas-agent enforce` on it in the background (for `pids`
+    only, if given); return once the daemon has said it started, or raise EnforceRefused with its reason."""
+    upload_text(shell, policy, REMOTE_POLICY)
+    mark = int(shell.run(f"cat {AUDIT_LOG} 2>/dev/null | wc -l").stdout)
+    scope = " --pids " + ",".join(str(int(p)) for p in pids) if pids else ""
+    pid = int(shell.run(f"setsid llamas-agent enforce {REMOTE_POLICY}{scope} </dev/null >{ENFORCE_LOG} 2>&1 "
+                        "& echo $!").stdout)
+    deadline = time.monotonic() + ENFORCE_START_S
+    while True:
+        said = [e for e in audit_log(shell, mark) if e.get("action") == "enforce"]
+        if said and said[0].get("status") == "started":
+            return Enforcer(pid, mark)
+        if said:
+            raise EnforceRefused(f"the agent refused the policy: {said[0].get('reason')}")
+        if not shell.run(f"kill -0 {pid}", check=False).ok or time.monotonic() > deadline:
+            shell.run(f"kill {pid}", check=False)
+            log = shell.run(f"tail -c 1000 {ENFORCE_LOG}", check=False).stdout
+            raise EnforceRefused(f"llamas-agent enforce did not start: {log.strip() or 'no output'}")
+        time.sleep(0.5)
+
+
+def enforce_rounds(shell: GuestShell, enforcer: Enforcer) -> list[dict]:
+    """The round records the daemon has written so far."""
+    return [e for e in audit_log(shell, enforcer.audit_from) if e.get("action") == "enforce_round"]

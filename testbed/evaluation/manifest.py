@@ -1,7 +1,7 @@
 """manifest.json: everything an evaluation's figures depend on, and the way back to re-run it.
 
 Written next to the results: the matrix text itself, the testbed's commit,
-QEMU, kernel and image, digests of every topology and workload, the latency
+QEMU, kernel and image, digests of every topology, workload and rules policy, the latency
 plugin's parameters and calibration, the LLM exchanges (model, prompt and
 answer digests), the seeds and the host.  `rerun_matrix()` rebuilds the
 matrix from the stored text (not from a file that may have changed since);
@@ -11,6 +11,7 @@ what it cannot reproduce.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -75,6 +76,7 @@ class Manifest(_Model):
     image_digest: str = ""
     topologies: dict[str, str] = Field(description="name -> sha256 of the topology file")
     workloads: dict[str, str] = Field(description="name -> digest of the workload file and program source")
+    rules: dict[str, str] = Field(default_factory=dict, description="rules:NAME policy -> sha256 of its file")
     plugin: dict[str, Any] = Field(default_factory=dict, description="parameters and calibration per topology")
     llm_endpoint: str = ""
     llm: list[LlmExchange] = Field(default_factory=list)
@@ -122,6 +124,7 @@ def collect(matrix: _matrix.Matrix, image: GuestImage | None, command: list[str]
         image_digest=image.digest if image else "",
         topologies={t: _topology.digest(_topology.resolve(t)) for t in matrix.topologies},
         workloads={w.name: matrix.workload(w.name).digest() for w in matrix.workloads},
+        rules={name: hashlib.sha256(_matrix.rules_file(name).read_bytes()).hexdigest() for name in matrix.rules()},
         seeds=[matrix.seed_of(r) for r in range(matrix.repeats)],
         host=host_facts(),
     )
@@ -168,7 +171,7 @@ def drift(manifest: Manifest, now: Manifest) -> list[str]:
         was, is_ = getattr(manifest, field), getattr(now, field)
         if was != is_:
             out.append(f"{field}: recorded {was!r}, now {is_!r}")
-    for kind in ("topologies", "workloads"):
+    for kind in ("topologies", "workloads", "rules"):
         was, is_ = getattr(manifest, kind), getattr(now, kind)
         for name in sorted(was):
             if was[name] != is_.get(name):

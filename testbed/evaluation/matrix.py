@@ -9,11 +9,13 @@ typo never costs a boot; errors name file, field and value.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,15 +24,28 @@ from pydantic import (
     model_validator,
 )
 
+from .. import policy as _placement
 from .. import topology as _topology
 from . import datafile
 from . import workload as _workload
 
 MATRIX_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "matrices"
+RULES_DIR = MATRIX_DIR.parent / "policies"
 
-Policy = Literal["default", "interleave", "kernel-tiering", "damon", "llm", "oracle"]
-POLICIES: tuple[str, ...] = Policy.__args__
+POLICIES: tuple[str, ...] = ("default", "interleave", "kernel-tiering", "damon", "llm", "llm-policy", "oracle")
+RULES = "rules:"  # rules:NAME enforces the placement policy benchmarks/policies/NAME.json
 LatencyMode = Literal["advertised", "emulated"]
+_RULES_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def _known_policy(name: str) -> str:
+    if name not in POLICIES and not (name.startswith(RULES) and _RULES_NAME.fullmatch(name[len(RULES):])):
+        raise ValueError(f"unknown policy: want one of {', '.join(POLICIES)}, or {RULES}NAME for "
+                         f"{RULES_DIR.name}/NAME.json (NAME: a-z, 0-9, -)")
+    return name
+
+
+PolicyName = Annotated[str, AfterValidator(_known_policy)]
 
 
 class _Strict(BaseModel):
@@ -69,7 +84,8 @@ class Matrix(_Strict):
     description: str = ""
     topologies: list[str] = Field(min_length=1)
     workloads: list[str | WorkloadRef] = Field(min_length=1)
-    policies: list[Policy] = Field(min_length=1)
+    policies: list[PolicyName] = Field(min_length=1, description=f"each one of {', '.join(POLICIES)}, or "
+                                f"{RULES}NAME: the placement policy {RULES_DIR.name}/NAME.json, enforced")
     repeats: int = Field(default=3, ge=1, le=100)
     latency: LatencyMode = "emulated"
     seed: int = Field(default=1, ge=0, description="repeat r runs with seed + r unless `seeds` is given")
@@ -160,6 +176,10 @@ class Matrix(_Strict):
     def topology(self, name: str) -> _topology.Topology:
         return _topology.load(_topology.resolve(name))
 
+    def rules(self) -> list[str]:
+        """The names of the `rules:NAME` policies, without the prefix."""
+        return [p[len(RULES):] for p in self.policies if p.startswith(RULES)]
+
     def runs(self) -> list[RunKey]:
         """Every run in order: per topology (one boot), per repeat, per workload, every policy in turn.
 
@@ -170,13 +190,32 @@ class Matrix(_Strict):
                 for t in self.topologies for r in range(self.repeats) for w in self.workloads for p in self.policies]
 
 
+def rules_file(name: str) -> Path:
+    """Where policy `rules:NAME` is kept."""
+    return RULES_DIR / f"{name}.json"
+
+
 def _check_files(origin: str, matrix: Matrix) -> None:
-    """Load every topology and workload the matrix names; raise naming the field on the first failure."""
+    """Load every topology, workload and placement policy the matrix names; raise naming the field on the
+    first failure."""
+    rules = {}
+    for name in matrix.rules():
+        i = matrix.policies.index(RULES + name)
+        try:
+            rules[name] = _placement.load(rules_file(name))
+        except _placement.PolicyError as exc:
+            raise datafile.DataFileError(f"{origin}: policies[{i}]: {RULES + name!r}: {exc}") from None
     for i, name in enumerate(matrix.topologies):
         try:
             topo = matrix.topology(name)
         except _topology.TopologyError as exc:
             raise datafile.DataFileError(f"{origin}: topologies[{i}]: {name!r}: {exc}") from None
+        for rule_name, placement in rules.items():
+            try:
+                _placement.check_nodes(placement, {n.id for n in topo.nodes}, str(rules_file(rule_name)))
+            except _placement.PolicyError as exc:
+                raise datafile.DataFileError(f"{origin}: topologies[{i}]: {name!r} cannot run "
+                                             f"{RULES + rule_name!r}: {exc}") from None
         if matrix.latency == "emulated" and not any(topo.best_hmat(n) for n in topo.nodes):
             raise datafile.DataFileError(f"{origin}: topologies[{i}]: {name!r} has no HMAT latencies, which "
                                          "latency = 'emulated' needs (or set latency = 'advertised')")

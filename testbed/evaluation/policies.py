@@ -2,7 +2,8 @@
 
 A policy may put a prefix before the workload's command line (how it is
 started), act once at the gate (set-up done, timed phase not begun), act
-again every few seconds during the timed phase, and clean up after the run.
+again every few seconds during the timed phase, report what it did once the
+timed phase is over, and clean up after the run.
 Everything it changes through the agent is undone by the runner's
 `llamas-agent undo` between runs; what it changes by itself (DAMON) it
 undoes in `cleanup`.
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from .. import agent
+from .. import policy as placement
 from ..advisor import Advisor
 from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKnob
 from ..llm_client import LLMAnswerError
 from ..ssh import GuestShell
 from ..topology import Topology
-from . import guest_process, hotmap, timescale
+from . import guest_process, hotmap, matrix, timescale
 from .manifest import LlmExchange
 
 HOTMAP_PATH = "/tmp/llamas-hot.txt"
@@ -67,6 +69,7 @@ class Outcome:
     rejected: int = 0
     advice_error: str | None = None  # the advisor answered nothing usable; nothing was applied
     rejections: list[str] = field(default_factory=list)  # why, one line per rejected hint
+    enforcer: dict[str, float] = field(default_factory=dict)  # what an enforcing daemon did (Enforced.after)
 
     def add(self, result: agent.ApplyResult) -> Outcome:
         """Count one agent answer; a refused document counts every hint as rejected."""
@@ -89,6 +92,7 @@ class Outcome:
         self.rejected += other.rejected
         self.advice_error = other.advice_error or self.advice_error
         self.rejections += other.rejections
+        self.enforcer = other.enforcer or self.enforcer
         return self
 
 
@@ -105,6 +109,10 @@ class Policy:
         return Outcome()
 
     def revisit(self, ctx: Context) -> Outcome:
+        return Outcome()
+
+    def after(self, ctx: Context) -> Outcome:
+        """What the policy did during the timed phase (called once it is over)."""
         return Outcome()
 
     def cleanup(self, ctx: Context) -> None:
@@ -241,6 +249,83 @@ class Llm(Policy):
     revisit = prepare
 
 
+class Enforced(Policy):
+    """A placement policy (placement-policy-v1) that `llamas-agent enforce` keeps true for the workload's
+    process through the timed phase: like the kernel's tiering, it acts on what it measures as the
+    workload runs (at the gate the workload has not yet read or written anything)."""
+
+    daemon: agent.Enforcer | None = None
+
+    def placement(self, ctx: Context) -> placement.PlacementPolicy | Outcome:
+        """The policy to enforce, or an Outcome saying why there is none."""
+        raise NotImplementedError
+
+    def prepare(self, ctx: Context) -> Outcome:
+        got = self.placement(ctx)
+        if isinstance(got, Outcome):
+            return got
+        try:
+            placement.check_nodes(got, {n.id for n in ctx.topology.nodes}, self.name)
+            paced = timescale.placement_limits(got, ctx.time_scale)
+            self.daemon = agent.start_enforce(ctx.shell, paced.to_json(), pids=[ctx.proc.pid])
+        except (placement.PolicyError, agent.EnforceRefused) as exc:
+            raise PolicyError(f"{self.name}: {exc}") from None
+        return Outcome(applied=1)
+
+    def after(self, ctx: Context) -> Outcome:
+        rounds = agent.enforce_rounds(ctx.shell, self.daemon) if self.daemon else []
+        return Outcome(enforcer=enforcer_summary(rounds))
+
+
+def enforcer_summary(rounds: list[dict]) -> dict[str, float]:
+    """A daemon's rounds in a few figures: how many, what they moved and found no room for, its CPU, and
+    how much memory its last round found write-heavy and read-mostly (to hold against where the workload
+    wrote and read: the plugin's per-node counters)."""
+    if not rounds:
+        return {"rounds": 0}
+    shares = [r["cpu_percent"] for r in rounds if r.get("cpu_percent") is not None]
+    last = next((r for r in reversed(rounds) if r.get("processes")), rounds[-1])  # not one after the exit
+
+    def mib(write: str) -> float:
+        return round(sum(sum(per_node.values()) for key, per_node in last.get("bytes_by_class", {}).items()
+                         if key.endswith("/" + write)) / 2**20, 1)
+
+    return {"rounds": len(rounds), "moved_mib": round(sum(r["moved_bytes"] for r in rounds) / 2**20, 1),
+            "no_room_mib": round(last["no_room_bytes"] / 2**20, 1),
+            "cpu_s": round(sum(r["cpu_seconds"] for r in rounds), 2),
+            "cpu_percent": round(sum(shares) / len(shares), 1) if shares else 0.0,
+            "write_heavy_mib": mib("write-heavy"), "read_mostly_mib": mib("read-mostly")}
+
+
+class Rules(Enforced):
+    """A hand-written placement policy from benchmarks/policies/NAME.json, enforced."""
+
+    def __init__(self, name: str):
+        self.name, self.file = matrix.RULES + name, matrix.rules_file(name)
+
+    def placement(self, ctx: Context) -> placement.PlacementPolicy:
+        return placement.load(self.file)
+
+
+class LlmPolicy(Enforced):
+    """The advisor's standing policy for the machine, written from its description alone, enforced."""
+
+    name = "llm-policy"
+
+    def placement(self, ctx: Context) -> placement.PlacementPolicy | Outcome:
+        if ctx.advisor is None:
+            raise PolicyError("the llm-policy policy needs an advisor")
+        try:
+            with ctx.paused():
+                advice = ctx.advisor().advise_policy(ctx.topology, ctx.notes)
+        except LLMAnswerError as exc:  # as for `llm`: nothing usable, nothing enforced, the run goes on
+            return Outcome(advice_error=str(exc)[:ADVICE_ERROR_CHARS]).reject("advisor: no usable policy")
+        ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
+                                         model=advice.model, prompt_digest=advice.prompt_digest,
+                                         answer_digest=advice.answer_digest, cached=advice.cached))
+        return advice.policy
+
+
 def oracle_moves(pid: int, hot: list[tuple[int, int]], mapping: tuple[int, int], fast: int, slow: int,
                  margin: int = ROOM_MARGIN) -> list[MoveRange]:
     """Cold pages off the fast node (from the mapping's start, as many as the hot set plus a margin), then the hot set onto it.
@@ -303,10 +388,12 @@ class Oracle(Policy):
 
 
 def make(name: str, every_s: float = 0, damon_s: float | None = None) -> Policy:
-    """The policy called `name` (one of matrix.POLICIES)."""
+    """The policy called `name` (one of matrix.POLICIES, or rules:NAME)."""
     if name == "llm":
         return Llm(every_s, damon_s)
-    classes = {c.name: c for c in (Policy, Interleave, KernelTiering, Damon, Oracle)}
+    if name.startswith(matrix.RULES):
+        return Rules(name[len(matrix.RULES):])
+    classes = {c.name: c for c in (Policy, Interleave, KernelTiering, Damon, LlmPolicy, Oracle)}
     if name not in classes:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted([*classes, 'llm']))}")
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted([*classes, 'llm', 'rules:NAME']))}")
     return classes[name]()

@@ -5,7 +5,8 @@ results.csv holds the same runs flattened, one row each, for spreadsheets:
 figures as `figure.NAME`, the plugin's counters as `counters.NODE.FIELD`
 (node -1: addresses outside every node's range), durations as
 `duration.NAME`, the kernel's counters over the timed phase as
-`vmstat.NAME`, `kthread_cpu_s.KIND` and `vcpu_ran_s.VCPU`, and a time-based run's series as
+`vmstat.NAME`, `kthread_cpu_s.KIND` and `vcpu_ran_s.VCPU`, an enforcing policy's daemon as
+`enforcer.FIGURE`, and a time-based run's series as
 one JSON cell, `series`.  Both files are rewritten atomically after every run, so an
 interrupted evaluation keeps every finished run.
 """
@@ -23,7 +24,7 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 4  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts
+SCHEMA_VERSION = 5  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts")
@@ -80,6 +81,9 @@ class Run(BaseModel):
                                             "policy threads (kdamond, kswapd) over the timed phase")
     vcpu_ran_s: dict[int, float] = Field(default_factory=dict, description="host seconds of the timed phase "
                                          "by vCPU (one runs at a time; rough: by the vCPU that translated the code)")
+    enforcer: dict[str, float] = Field(default_factory=dict, description="an enforcing policy's daemon over "
+                                       "the timed phase: rounds, moved_mib, no_room_mib (its last round), "
+                                       "cpu_s and cpu_percent (its mean share of one vCPU)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 
@@ -137,11 +141,13 @@ def _columns(runs: list[Run]) -> list[str]:
     vmstat = sorted({k for r in runs for k in r.vmstat})
     threads = sorted({k for r in runs for k in r.kthread_cpu_s})
     vcpus = sorted({v for r in runs for v in r.vcpu_ran_s})
+    enforcer = sorted({k for r in runs for k in r.enforcer})
     rejections = max((len(r.rejections) for r in runs), default=0)
     return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
             *(f"duration.{k}" for k in durations), *(f"vmstat.{k}" for k in vmstat),
             *(f"kthread_cpu_s.{k}" for k in threads), *(f"vcpu_ran_s.{v}" for v in vcpus),
+            *(f"enforcer.{k}" for k in enforcer),
             *(f"rejection.{i}" for i in range(rejections)),
             *(f"hopeless_nodes.{k}" for k in ("start", "end") if any(k in r.hopeless_nodes for r in runs)),
             *(["series"] if any(r.series for r in runs) else [])]
@@ -155,6 +161,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"vmstat.{k}": str(v) for k, v in run.vmstat.items()}
     row |= {f"kthread_cpu_s.{k}": repr(v) for k, v in run.kthread_cpu_s.items()}
     row |= {f"vcpu_ran_s.{v}": repr(s) for v, s in run.vcpu_ran_s.items()}
+    row |= {f"enforcer.{k}": repr(v) for k, v in run.enforcer.items()}
     row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
     row |= {f"hopeless_nodes.{k}": json.dumps(v) for k, v in run.hopeless_nodes.items()}
     if run.series is not None:
@@ -172,7 +179,7 @@ def to_csv(runs: list[Run]) -> str:
 
 def _from_row(row: dict[str, str]) -> Run:
     data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {},
-                  "vcpu_ran_s": {}, "hopeless_nodes": {}}
+                  "vcpu_ran_s": {}, "enforcer": {}, "hopeless_nodes": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -192,6 +199,8 @@ def _from_row(row: dict[str, str]) -> Run:
             data["kthread_cpu_s"][rest] = float(cell)
         elif kind == "vcpu_ran_s":
             data["vcpu_ran_s"][int(rest)] = float(cell)
+        elif kind == "enforcer":
+            data["enforcer"][rest] = float(cell)
         elif kind == "hopeless_nodes":
             data["hopeless_nodes"][rest] = json.loads(cell)
         elif column == "series":

@@ -332,6 +332,7 @@ def run_one(evaluation: Evaluation, bench: Bench, key: RunKey, run: results.Run)
     finally:
         run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
         run.advice_error, run.rejections = outcome.advice_error, outcome.rejections
+        run.enforcer = outcome.enforcer
         with _phase(run, "reset"):
             _reset(bench.machine, policy, ctx, bench.zero)
 
@@ -364,6 +365,7 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
         outcome += _revisits(policy, ctx, workload.timeout_s)
         output = guest_process.finish(proc, workload.timeout_s)
     run.set_counters(machine.control.read())
+    outcome += policy.after(ctx)
     after = kernel_counters.snapshot(ctx.shell)
     run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, after)
     run.hopeless_nodes = {"start": list(before.hopeless), "end": list(after.hopeless)}

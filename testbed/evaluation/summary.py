@@ -52,6 +52,9 @@ class Row:
     demoted: float | None = None       # pages (pgdemote_kswapd + pgdemote_direct)
     kdamond_s: float | None = None     # kdamond's CPU seconds
     others_share: float | None = None  # of the host core, held by vCPUs other than the workload's (Run.others_share)
+    # What an enforcing policy's daemon did (medians): pages it moved, its share of one vCPU.
+    agent_moved_mib: float | None = None
+    agent_cpu_percent: float | None = None
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -93,7 +96,9 @@ def _kernel(runs: list[Run]) -> dict[str, float | None]:
             "demoted": median([r.vmstat.get("pgdemote_kswapd", 0) + r.vmstat.get("pgdemote_direct", 0)
                                for r in measured]),
             "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured]),
-            "others_share": median([s for s in (r.others_share() for r in measured) if s is not None])}
+            "others_share": median([s for s in (r.others_share() for r in measured) if s is not None]),
+            "agent_moved_mib": median([r.enforcer.get("moved_mib", 0.0) for r in measured if r.enforcer]),
+            "agent_cpu_percent": median([r.enforcer.get("cpu_percent", 0.0) for r in measured if r.enforcer])}
 
 
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
@@ -145,14 +150,16 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
                           ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right"),
-                          ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right")):
+                          ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right"),
+                          ("agent: moved MiB, CPU", "right")):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
         t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
                   r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r),
-                  "-" if r.others_share is None else f"{r.others_share:.1%}")
+                  "-" if r.others_share is None else f"{r.others_share:.1%}",
+                  "-" if r.agent_moved_mib is None else f"{r.agent_moved_mib:,.0f}, {r.agent_cpu_percent:.0f} %")
     return t
 
 

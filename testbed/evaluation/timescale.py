@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shlex
 
+from ..policy import PlacementPolicy
 from ..ssh import GuestShell
 
 DEBUGFS = "/sys/kernel/debug"
@@ -25,6 +26,7 @@ NUMA_DEBUGFS = f"{DEBUGFS}/sched/numa_balancing"
 PERIODS = tuple(f"{NUMA_DEBUGFS}/{name}" for name in
                 ("scan_delay_ms", "scan_period_min_ms", "scan_period_max_ms", "hot_threshold_ms"))
 RATES = ("/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps",)
+INTERVAL_MAX_S = 3600  # placement-policy-v1's longest interval
 
 
 class TimeScaleError(RuntimeError):
@@ -72,3 +74,15 @@ def damon_intervals(factor: float) -> dict[str, int]:
     """
     return {"sample_us": scaled(5_000, factor, True), "aggr_us": scaled(100_000, factor, True),
             "update_us": scaled(1_000_000, factor, True), "reset_interval_ms": scaled(1_000, factor, True)}
+
+
+def placement_limits(policy: PlacementPolicy, factor: float) -> PlacementPolicy:
+    """A placement policy whose daemon runs at the modelled machine's speed: its interval times the
+    factor, its bandwidth divided by it, so a round moves what it would on hardware. (Its own DAMON
+    watch, 5 ms samples over the interval's last 2 s, is the agent's and stays as it is.)"""
+    if factor == 1:
+        return policy
+    limits = policy.limits.model_copy(update={
+        "interval_s": min(INTERVAL_MAX_S, round(policy.limits.interval_s * factor, 3)),
+        "bandwidth_mib_s": scaled(policy.limits.bandwidth_mib_s, factor, False)})
+    return policy.model_copy(update={"limits": limits})

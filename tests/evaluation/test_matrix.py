@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testbed.evaluation import matrix
@@ -20,7 +22,8 @@ def test_shipped_matrices_load_and_expand():
     default = matrix.load(matrix.resolve("default"))
     runs = default.runs()
     assert len(runs) == len(default.topologies) * len(default.workloads) * len(default.policies) * default.repeats
-    assert set(default.policies) == set(matrix.POLICIES)
+    # every built-in policy but llm-policy (its local-model policy is judged on the hot-table matrix)
+    assert set(default.policies) == set(matrix.POLICIES) - {"llm-policy"}
     redis = matrix.load(matrix.resolve("redis"))
     assert [w.name for w in redis.workloads] == ["redis"] and "oracle" not in redis.policies
     tiny = matrix.load(matrix.resolve("tiny"))
@@ -50,6 +53,7 @@ def test_explicit_seeds(write_file):
 
 @pytest.mark.parametrize("change, field, value", [
     ('policies = ["default", "magic"]', "policies[1]", "magic"),
+    ('policies = ["default", "rules:../etc/passwd"]', "policies[1]", "rules:../etc/passwd"),
     ('policies = ["default", "default"]', "policies", "default"),
     ("repeats = 0", "repeats", "0"),
     ('latency = "felt"', "latency", "felt"),
@@ -85,6 +89,24 @@ def test_names_are_checked_against_the_files(write_file, change, expected):
         matrix.load(path)
     for part in [str(path), *expected]:
         assert part in str(err.value), err.value
+
+
+def test_rules_policies_name_a_shipped_file_whose_nodes_every_topology_has(write_file, monkeypatch, tmp_path):
+    shipped = matrix.load(matrix.resolve("write-aware"))
+    assert shipped.rules() == ["heat-only", "write-aware"]
+    assert all(matrix.rules_file(n).is_file() for n in shipped.rules())
+    missing = write_file("r1.toml", GOOD.replace('"default", "oracle", "llm"', '"default", "rules:nope"'))
+    with pytest.raises(DataFileError, match=r"policies\[1\]: 'rules:nope': .*nope.json: no such policy file"):
+        matrix.load(missing)
+    monkeypatch.setattr(matrix, "RULES_DIR", tmp_path)
+    (tmp_path / "third-node.json").write_text(json.dumps({
+        "schema": "placement-policy-v1", "limits": {"bandwidth_mib_s": 8, "interval_s": 2},
+        "rules": [{"match": {"heat": "cold"}, "nodes": [2]}]}))
+    three = write_file("r2.toml", GOOD.replace('"default", "oracle", "llm"', '"default", "rules:third-node"'))
+    with pytest.raises(DataFileError) as err:
+        matrix.load(three)  # dram-cxl has nodes 0 and 1 only
+    assert "topologies[0]: 'dram-cxl' cannot run 'rules:third-node'" in str(err.value)
+    assert "names node(s) [2] that the machine lacks" in str(err.value)
 
 
 def test_advertised_mode_accepts_a_machine_without_hmat(write_file):

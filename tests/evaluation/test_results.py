@@ -46,8 +46,11 @@ def sample_runs() -> list[Run]:
                      vmstat={"numa_hint_faults": 5000, "pgpromote_success": 700},
                      kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71},
                      hopeless_nodes={"start": [], "end": [0]})
+    enforced = make_run(policy="rules:write-aware", misses={0: 7, 1: 2},
+                        enforcer={"rounds": 4.0, "moved_mib": 410.5, "no_room_mib": 0.0, "cpu_s": 6.2,
+                                  "cpu_percent": 17.5})
     interrupted = make_run(policy="damon", value=None, ok=False, interrupted=True, error="interrupted: KeyboardInterrupt")
-    return [ok, odd, failed, timed, interrupted]
+    return [ok, odd, failed, timed, enforced, interrupted]
 
 
 def test_node_counters_mirror_the_plugin_fields():
@@ -88,10 +91,11 @@ def test_csv_round_trip(tmp_path):
     results.write(tmp_path, runs)
     assert results.read(tmp_path / "results.csv") == runs
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
-    assert len(rows) == 5
+    assert len(rows) == 6
     assert rows[3]["vmstat.pgpromote_success"] == "700" and rows[3]["kthread_cpu_s.kswapd"] == "0.71"
     assert json.loads(rows[3]["series"])["ops"] == [[0.25, 10], [1.5, 90]] and rows[0]["series"] == ""
-    assert rows[4]["interrupted"] == "True" and rows[0]["interrupted"] == "False"
+    assert rows[5]["interrupted"] == "True" and rows[0]["interrupted"] == "False"
+    assert rows[4]["enforcer.moved_mib"] == "410.5" and rows[0]["enforcer.moved_mib"] == ""
     assert rows[0]["counters.0.misses"] == "300" and rows[0]["figure.ops_per_s"] == "100.0"
     assert rows[0]["vcpu_ran_s.1"] == "1.0" and rows[1]["vcpu_ran_s.1"] == ""
     assert rows[1]["counters.2.misses"] == "3" and rows[0]["counters.2.misses"] == ""
@@ -103,7 +107,7 @@ def test_files_are_rewritten_whole(tmp_path):
     runs = sample_runs()
     results.write(tmp_path, runs[:1])
     results.write(tmp_path, runs)
-    assert len(results.read(tmp_path)) == 5
+    assert len(results.read(tmp_path)) == len(runs)
     assert not list(tmp_path.glob(".*tmp"))
 
 

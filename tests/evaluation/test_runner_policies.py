@@ -71,6 +71,38 @@ def test_every_matrix_policy_has_a_class_with_its_name():
     assert policies.make("llm", every_s=5).every_s == 5
     with pytest.raises(ValueError, match="unknown policy 'first-touch'"):
         policies.make("first-touch")
+    rules = policies.make("rules:write-aware")
+    assert rules.name == "rules:write-aware" and rules.file == matrix.RULES_DIR / "write-aware.json"
+
+
+def test_a_shipped_rules_policy_is_read_from_its_file(load_topology):
+    ctx = policies.Context(shell="shell", topology=load_topology("dram-nvm"), proc=None, fast_node=0, slow_node=1,
+                           workload="w", repeat=0)
+    written = policies.make("rules:write-aware").placement(ctx)
+    assert [r.id for r in written.rules] == ["writes-to-dram", "reads-to-nvm"]
+    assert [r.match.write for r in written.rules] == ["write-heavy", "read-mostly"]
+    heat = policies.make("rules:heat-only").placement(ctx)
+    assert all(r.match.write is None for r in heat.rules)  # blind to writes, by design
+
+
+def _round(moved: int, no_room: int, cpu_s: float, percent: float | None) -> dict:
+    return {"action": "enforce_round", "moved_bytes": moved, "no_room_bytes": no_room, "cpu_seconds": cpu_s,
+            "cpu_percent": percent, "processes": [120], "bytes_by_class": {"hot/write-heavy": {"0": 60 << 20, "1": 4 << 20},
+                                                       "warm/read-mostly": {"1": 96 << 20},
+                                                       "cold/untouched": {"0": 8 << 20}}}
+
+
+def test_the_enforcers_rounds_are_summed_and_its_cpu_share_averaged():
+    rounds = [_round(300 << 20, 64 << 20, 2.5, 20.0), _round(100 << 20, 0, 1.5, None), _round(0, 0, 1.0, 10.0)]
+    assert policies.enforcer_summary(rounds) == {"rounds": 3, "moved_mib": 400.0, "no_room_mib": 0.0,
+                                                 "cpu_s": 5.0, "cpu_percent": 15.0,
+                                                 "write_heavy_mib": 64.0, "read_mostly_mib": 96.0}
+    exited = {**_round(0, 0, 0.5, 5.0), "processes": [], "bytes_by_class": {}}  # a round after the workload
+    assert policies.enforcer_summary([*rounds, exited])["write_heavy_mib"] == 64.0
+    assert policies.enforcer_summary([]) == {"rounds": 0}  # it started, and never finished a round
+    total = policies.Outcome(applied=1)
+    total += policies.Outcome(enforcer={"rounds": 2})
+    assert (total.applied, total.enforcer) == (1, {"rounds": 2})
 
 
 def _result(*statuses: str, accepted: bool = True) -> ApplyResult:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.evaluation import policies, timescale
+from testbed import policy as placement
+from testbed.evaluation import matrix, policies, timescale
 
 
 def test_auto_is_the_calibrations_k_and_numbers_are_taken_as_given():
@@ -58,3 +59,16 @@ def test_damon_intervals_scale_from_the_policys_own_defaults():
     assert "echo 40000 > 0/contexts/0/monitoring_attrs/intervals/sample_us" in script
     assert "echo 800000 > 0/contexts/0/monitoring_attrs/intervals/aggr_us" in script
     assert "echo 8000 > 0/contexts/0/schemes/0/quotas/reset_interval_ms" in script
+
+
+def test_a_placement_policys_daemon_is_paced_like_the_kernels_clocks():
+    written = placement.load(matrix.rules_file("write-aware"))
+    paced = timescale.placement_limits(written, 13.2)
+    assert paced.limits.interval_s == pytest.approx(13.2 * written.limits.interval_s)
+    assert paced.limits.bandwidth_mib_s == round(written.limits.bandwidth_mib_s / 13.2)
+    # what a round may move stays what it would be on hardware
+    per_round = paced.limits.interval_s * paced.limits.bandwidth_mib_s
+    assert per_round == pytest.approx(written.limits.interval_s * written.limits.bandwidth_mib_s, rel=0.05)
+    assert paced.rules == written.rules and paced.limits.keep_free_mib == written.limits.keep_free_mib
+    assert timescale.placement_limits(written, 1) is written
+    assert timescale.placement_limits(written, 1e6).limits.interval_s == 3600  # the schema's longest

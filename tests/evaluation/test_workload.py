@@ -152,6 +152,15 @@ def test_the_read_write_mix_is_as_asked(program, reads):
     assert figures["reads"] / figures["ops"] == pytest.approx(reads, abs=0.005)
 
 
+def test_a_log_takes_every_write_and_the_table_every_read(program):
+    only_writes = run(program, reads=0, log_mib=8)
+    assert only_writes["log_writes"] == only_writes["writes"] == only_writes["ops"] and only_writes["hot_ops"] == 0
+    mixed = run(program, reads=0.5, log_mib=8, hot_share=0.9)
+    assert mixed["log_writes"] == mixed["writes"] and mixed["reads"] / mixed["ops"] == pytest.approx(0.5, abs=0.005)
+    assert mixed["hot_share"] == pytest.approx(0.9, abs=0.005)  # of the table's operations, as without a log
+    assert run(program, reads=0)["log_writes"] == 0
+
+
 def test_a_seed_fixes_the_sequence(program):
     a, b, c = run(program, seed=3, reads=0.5), run(program, seed=3, reads=0.5), run(program, seed=4, reads=0.5)
     assert (a["hot_ops"], a["reads"], a["checksum"]) == (b["hot_ops"], b["reads"], b["checksum"])

@@ -3,7 +3,7 @@
  * set is on the slow node.
  *
  *   skewed_access size_mib=1024 hot_mib=128 hot_share=0.9 reads=0.95 ops=2000000 seed=1
- *                 [granule_kib=4] [hot_at=scattered|tail] [wait=PATH] [hotmap=PATH]
+ *                 [granule_kib=4] [hot_at=scattered|tail] [log_mib=0] [wait=PATH] [hotmap=PATH]
  *                 [seconds=S [tick_ms=250]]
  *
  * The buffer is cut into granules (pages by default) ranked by popularity
@@ -18,6 +18,12 @@
  * permutation; hot_at=tail puts the hottest granules at the end of the
  * buffer, which first touch (in address order) fills last, i.e. onto the slow
  * node when the fast one is full.
+ *
+ * log_mib=N > 0 splits reads from writes: the buffer is a table read by the
+ * law above, and every write goes to a uniformly random line of a log of N
+ * MiB placed after it (hot_share counts the table's operations; touched last, so first touch spills the log, not the
+ * table, onto the slow node).  Both are hot; only the log is written: what a
+ * write-aware placement can tell apart and a heat-only one cannot.
  *
  * Phases: allocate and touch every page in address order (first touch
  * decides placement); write the hot granules' addresses to `hotmap` if asked
@@ -48,7 +54,7 @@
 #define CLOCK_EVERY 1024 /* operations between two looks at the clock in a timed loop */
 
 struct options {
-    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms;
+    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms, log_mib;
     double hot_share, reads, seconds;
     int tail;
     const char *wait, *hotmap;
@@ -88,7 +94,7 @@ static uint64_t next(uint64_t *s) /* xorshift64* */
 
 static void parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0.9, 1.0, 0, 0, NULL, NULL};
+    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0, 0.9, 1.0, 0, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
         if (!eq) {
@@ -124,7 +130,8 @@ static void parse(int argc, char **argv, struct options *o)
         }
         unsigned long *field = !strcmp(k, "size_mib") ? &o->size_mib : !strcmp(k, "hot_mib") ? &o->hot_mib
                              : !strcmp(k, "granule_kib") ? &o->granule_kib : !strcmp(k, "ops") ? &o->ops
-                             : !strcmp(k, "seed") ? &o->seed : !strcmp(k, "tick_ms") ? &o->tick_ms : NULL;
+                             : !strcmp(k, "seed") ? &o->seed : !strcmp(k, "tick_ms") ? &o->tick_ms
+                             : !strcmp(k, "log_mib") ? &o->log_mib : NULL;
         if (!field) {
             die("unknown option %s", k);
         }
@@ -302,7 +309,7 @@ int main(int argc, char **argv)
 {
     struct options o;
     parse(argc, argv, &o);
-    size_t granule = o.granule_kib * 1024, size = o.size_mib * MIB;
+    size_t granule = o.granule_kib * 1024, size = o.size_mib * MIB, log_size = o.log_mib * MIB;
     uint64_t n = size / granule, hot = o.hot_mib * MIB / granule, lines = granule / LINE;
     uint64_t rng = o.seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL;
 
@@ -316,12 +323,12 @@ int main(int argc, char **argv)
     }
     struct layout l = make_layout(n, o.tail, &rng);
 
-    char *buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *buf = mmap(NULL, size + log_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) {
         die("cannot map the buffer: %s", strerror(errno));
     }
     double t0 = now_s();
-    for (size_t off = 0; off < size; off += 4096) { /* first touch, in address order */
+    for (size_t off = 0; off < size + log_size; off += 4096) { /* first touch, in address order */
         buf[off] = 1;
     }
     double init_s = now_s() - t0;
@@ -332,7 +339,7 @@ int main(int argc, char **argv)
         wait_for(o.wait);
     }
 
-    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, sum = 0, i;
+    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, logged = 0, sum = 0, i;
     double tick = o.tick_ms / 1000.0, next_tick = tick, now;
     t0 = now_s();
     for (i = 0; o.seconds > 0 || i < o.ops; i++) {
@@ -344,10 +351,16 @@ int main(int argc, char **argv)
                 break;
             }
         }
+        int read = o.reads >= 1 || next(&rng) < read_cut;
+        if (!read && log_size) {
+            *(volatile uint64_t *)(buf + size + (next(&rng) % (log_size / LINE)) * LINE) = i;
+            logged++;
+            continue;
+        }
         uint64_t rank = sample_rank(&s, &rng);
         uint64_t *word = (uint64_t *)(buf + granule_of(&l, rank) * granule + (next(&rng) % lines) * LINE);
         hot_ops += rank < hot;
-        if (o.reads >= 1 || next(&rng) < read_cut) {
+        if (read) {
             sum += *(volatile uint64_t *)word;
             reads++;
         } else {
@@ -357,9 +370,10 @@ int main(int argc, char **argv)
     o.ops = i;
     double seconds = now_s() - t0;
     printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu "
-           "hot_share=%.5f expected_hot_share=%.5f theta=%.4f init_s=%.3f size_mib=%lu hot_mib=%lu "
-           "granule_kib=%lu seed=%lu checksum=%lu\n",
-           o.ops, seconds, o.ops / seconds, reads, o.ops - reads, hot_ops, (double)hot_ops / o.ops,
-           expected, theta, init_s, o.size_mib, o.hot_mib, o.granule_kib, o.seed, sum);
+           "log_writes=%lu hot_share=%.5f expected_hot_share=%.5f theta=%.4f init_s=%.3f size_mib=%lu hot_mib=%lu "
+           "granule_kib=%lu log_mib=%lu seed=%lu checksum=%lu\n",
+           o.ops, seconds, o.ops / seconds, reads, o.ops - reads, hot_ops, (unsigned long)logged,
+           o.ops > logged ? (double)hot_ops / (o.ops - logged) : 0.0,
+           expected, theta, init_s, o.size_mib, o.hot_mib, o.granule_kib, o.log_mib, o.seed, sum);
     return 0;
 }
