@@ -81,7 +81,8 @@ def bench_accessed_bits(session: nox.Session) -> None:
 
 @nox.session
 def exam(session: nox.Session) -> None:
-    """The hint exam, per scenario and overall. Default: the local llama.cpp model; -- --endpoint URL --model M."""
+    """The hint exam, per scenario and overall (-- --policy: the policy exam). Default: the local llama.cpp model;
+    -- --endpoint URL --model M."""
     _pip_install(session, "[local-llm]")  # no VM: no QEMU or image needed
     session.run("python", "benchmarks/exam/run.py", *session.posargs)
 
