@@ -21,6 +21,14 @@ soft-dirty bits), the interval passes, `measure` (read both back, per chunk).
 Memory is classified in chunks of private writable anonymous mappings (file-backed
 text and shared memory are left alone), cut at 2 MiB virtual boundaries: the unit
 a rule acts on.
+
+The daemon does this every interval for every page in scope, under emulation
+too, so a chunk is never walked page by page in Python: its present and written
+pages are counted from the pagemap bytes (bit 63 and bit 55 are the top bits of
+an entry's last two bytes, counted with bytes.translate), and its node is judged
+from a sample of SAMPLE_PAGES present pages spread over it (exact for a huge
+page, which lies on one node, and for chunks of few pages).  Only a chunk that
+is to move is located page by page (`present_addresses`).
 """
 
 import os
@@ -34,6 +42,8 @@ CHUNK_BYTES = CHUNK_PAGES * 4096
 PRESENT = 1 << 63
 SOFT_DIRTY = 1 << 55
 PFN_MASK = (1 << 55) - 1
+SAMPLE_PAGES = 16                 # pages per chunk whose node is looked up each round
+_TOP_BIT = bytes(1 if b & 0x80 else 0 for b in range(256))  # translate table: a byte -> its bit 7
 IDLE_BITMAP = "sys/kernel/mm/page_idle/bitmap"
 WRITE_HEAVY_SHARE = 0.25          # a quarter of a chunk's pages written in one interval
 HOT_SHARE = 0.5                   # half of a chunk's pages accessed in one interval (or of DAMON's samples)
@@ -46,20 +56,26 @@ def scoped_mappings(maps):
             if perms[1:2] == "w" and perms[3:4] == "p" and (name in ANON_NAMES or name.startswith("[anon:"))]
 
 
-def read_pagemap(tree, pid, start, end):
-    """The 64-bit pagemap entries of [start, end) of pid (empty if the process is gone)."""
+def read_pagemap_bytes(tree, pid, start, end):
+    """The raw pagemap of [start, end) of pid: 8 little-endian bytes per page (empty if the process is gone)."""
     count = (end - start) // PAGE
     try:
         fd = os.open(tree.path("proc", str(pid), "pagemap"), os.O_RDONLY)
     except OSError:
-        return []
+        return b""
     try:
         data = os.pread(fd, count * 8, start // PAGE * 8)
     except OSError:
-        return []
+        return b""
     finally:
         os.close(fd)
-    return list(struct.unpack(f"<{len(data) // 8}Q", data[:len(data) // 8 * 8]))
+    return data[:len(data) // 8 * 8]
+
+
+def read_pagemap(tree, pid, start, end):
+    """The 64-bit pagemap entries of [start, end) of pid (empty if the process is gone)."""
+    data = read_pagemap_bytes(tree, pid, start, end)
+    return list(struct.unpack(f"<{len(data) // 8}Q", data))
 
 
 class IdleBitmap:
@@ -76,10 +92,11 @@ class IdleBitmap:
             for first, masks in _runs(words):
                 os.pwrite(f.fileno(), struct.pack(f"<{len(masks)}Q", *masks), first * 8)
 
-    def share(self, pid, start, present):
-        """Share of a chunk's present pages [(address, pagemap entry)] accessed since they were marked."""
-        idle = self.idle([e & PFN_MASK for _, e in present])
-        return sum(1 for _, e in present if e & PFN_MASK not in idle) / len(present)
+    def share(self, pid, start, entries):
+        """Share of a chunk's present pages (its raw pagemap `entries`) accessed since they were marked."""
+        pfns = [e & PFN_MASK for (e,) in struct.iter_unpack("<Q", entries) if e & PRESENT]
+        idle = self.idle(pfns)
+        return sum(1 for pfn in pfns if pfn not in idle) / len(pfns) if pfns else 0.0
 
     def idle(self, pfns):
         """The subset of `pfns` still idle (not accessed since they were marked)."""
@@ -154,7 +171,7 @@ class DamonHeat:
     def __init__(self, regions, samples):
         self.regions, self.samples = regions, samples  # {"pid": [regions]} from damon.monitor
 
-    def share(self, pid, start, present):
+    def share(self, pid, start, entries):
         regions = self.regions.get(str(pid))
         if regions is None:
             return None
@@ -173,11 +190,11 @@ def measure(tree, pid, maps, heat, locate):
     """
     chunks = []
     for lo, hi, _ in scoped_mappings(maps):
-        entries = read_pagemap(tree, pid, lo, hi)
+        data = read_pagemap_bytes(tree, pid, lo, hi)
         pos = lo
-        while pos < lo + len(entries) * PAGE:
+        while pos < lo + len(data) // 8 * PAGE:
             end = min(hi, (pos // CHUNK_BYTES + 1) * CHUNK_BYTES)
-            chunk = _chunk(pid, pos, hi - lo, entries[(pos - lo) // PAGE:(end - lo) // PAGE], heat)
+            chunk = _chunk(pid, pos, hi - lo, data[(pos - lo) // PAGE * 8:(end - lo) // PAGE * 8], heat)
             if chunk:
                 chunks.append(chunk)
             pos = end
@@ -186,18 +203,46 @@ def measure(tree, pid, maps, heat, locate):
 
 
 def _chunk(pid, start, region_bytes, entries, heat):
-    present = [(start + i * PAGE, e) for i, e in enumerate(entries) if e & PRESENT]
+    """One chunk's classes and page sample from its raw pagemap `entries`, or None if no page is present.
+
+    Soft-dirty is counted over all entries: outside swap (this guest has none) only a present page has it.
+    """
+    flags = entries[7::8].translate(_TOP_BIT)          # 1 where the page is present (bit 63)
+    present = flags.count(1)
     if not present:
         return None
-    written = sum(1 for _, e in present if e & SOFT_DIRTY) / len(present)
-    accessed = heat.share(pid, start, present) if heat else None
+    written = min(present, entries[6::8].translate(_TOP_BIT).count(1)) / present  # bit 55
+    accessed = heat.share(pid, start, entries) if heat else None
     heat_class, write = classes(written, accessed)
     return {"pid": pid, "start": start, "region_bytes": region_bytes, "heat": heat_class, "write": write,
-            "addresses": [a for a, _ in present], "nodes": None}
+            "pages": present, "flags": flags, "addresses": _sample(start, flags, present), "nodes": None}
+
+
+def _sample(start, flags, present):
+    """Addresses of up to SAMPLE_PAGES present pages spread over the chunk (all of them in a sparse chunk)."""
+    if present <= SAMPLE_PAGES:
+        return present_addresses({"start": start, "flags": flags})
+    picked, stride = [], len(flags) / SAMPLE_PAGES
+    for k in range(SAMPLE_PAGES):
+        i = flags.find(1, int(k * stride))
+        if i < 0:
+            break
+        if not picked or start + i * PAGE != picked[-1]:
+            picked.append(start + i * PAGE)
+    return picked
+
+
+def present_addresses(chunk):
+    """Every present page of a chunk, located one by one only when the chunk is to move."""
+    out, flags, i = [], chunk["flags"], chunk["flags"].find(1)
+    while i >= 0:
+        out.append(chunk["start"] + i * PAGE)
+        i = flags.find(1, i + 1)
+    return out
 
 
 def _place(chunks, pid, locate):
-    """Fill in each chunk's per-page nodes with one locate call for the whole process."""
+    """Fill in each chunk's sampled pages' nodes with one locate call for the whole process."""
     addresses = [a for c in chunks for a in c["addresses"]]
     nodes = locate(pid, addresses) if addresses else []
     at = 0

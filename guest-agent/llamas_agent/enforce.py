@@ -25,7 +25,7 @@ import sys
 import time
 
 from .apply import move_located
-from .classify import PAGE, DamonHeat, IdleBitmap, arm, launch_name, measure
+from .classify import PAGE, DamonHeat, IdleBitmap, arm, launch_name, measure, present_addresses
 from .damon import ADMIN as DAMON_ADMIN
 from .damon import MAX_TARGETS, SAMPLE_US, DamonUnavailable, monitor
 from .machine import gather_nodes
@@ -199,7 +199,7 @@ class Daemon:
         started = time.monotonic()
         chunks, launches = self._measure()
         room = room_kib(gather_nodes(self.tree), self.keep)
-        plan = plan_round(chunks, launches, self.policy["rules"], room, self.budget)
+        plan = plan_round(chunks, launches, self.policy["rules"], room, self.budget, _resolve)
         for move in plan["moves"]:
             self.journal.record(f"{move['pid']}:{self.armed[move['pid']]}", move["addresses"], move["from_nodes"])
         if plan["moves"]:
@@ -254,6 +254,12 @@ class Daemon:
             for name, count in effect["failed"].items():
                 failed[name] = failed.get(name, 0) + count
         return {"moved_bytes": total, "moved_bytes_by_rule": by_rule, "failed_pages": failed}
+
+
+def _resolve(chunk):
+    """Every present page of a chunk that is to move, and its node (the round measured a sample)."""
+    addresses = present_addresses(chunk)
+    return addresses, locate(chunk["pid"], addresses)
 
 
 def _rss_kib(tree, pid):

@@ -7,6 +7,11 @@ preference that has room for the pages not already there (a node's free
 memory less what it must keep free); a chunk already on a preferred node with
 no room ahead of it stays.  Moves stop when the round's bandwidth budget is
 spent: the rest waits for the next round.
+
+A chunk's `addresses` and `nodes` are a sample of its `pages` present pages
+(classify.py): room, what is left without room and the bytes per class are
+estimated from it, and a chunk that is to move is resolved to every page and
+its node (`resolve`) before the move is booked.
 """
 
 from collections import Counter
@@ -41,20 +46,32 @@ def room_kib(nodes, keep_free_mib):
             for n in nodes}
 
 
+def estimate(chunk, keep):
+    """Pages of the chunk whose node satisfies `keep`, scaled from its sample to all its present pages."""
+    sample = chunk["nodes"]
+    hits = sum(1 for n in sample if keep(n))
+    return hits if len(sample) >= chunk.get("pages", len(sample)) else round(chunk["pages"] * hits / len(sample))
+
+
 def _target(preference, chunk, room):
     """The first preferred node with room for the chunk's pages not yet on it; None if none has."""
     for node in preference:
-        need = sum(1 for n in chunk["nodes"] if n >= 0 and n != node) * PAGE // 1024
+        need = estimate(chunk, lambda n, node=node: n >= 0 and n != node) * PAGE // 1024
         if need <= room.get(node, 0):
             return node
     return None
 
 
-def plan_round(chunks, launches, rules, room, budget_bytes):
+def _as_sampled(chunk):
+    return chunk["addresses"], chunk["nodes"]
+
+
+def plan_round(chunks, launches, rules, room, budget_bytes, resolve=_as_sampled):
     """Moves for this round and what was left undone.
 
     launches: {pid: launch name or None}; room: room_kib() (booked as moves are planned,
-    so one chunk leaving a node makes room for the next); budget_bytes: bandwidth x interval.
+    so one chunk leaving a node makes room for the next); budget_bytes: bandwidth x interval;
+    resolve(chunk): every present page's address and node (default: the sample is the whole chunk).
     Returns {"moves": [{"pid", "rule", "to_node", "addresses", "from_nodes"}], "deferred_bytes",
     "no_room_bytes"}.
     """
@@ -67,9 +84,15 @@ def plan_round(chunks, launches, rules, room, budget_bytes):
         chunk = chunks[index]
         node = _target(rules[rule]["nodes"], chunk, room)
         if node is None:
-            no_room += sum(1 for n in chunk["nodes"] if n >= 0 and n not in rules[rule]["nodes"]) * PAGE
+            no_room += estimate(chunk, lambda n, ok=rules[rule]["nodes"]: n >= 0 and n not in ok) * PAGE
             continue
-        pages = [(a, n) for a, n in zip(chunk["addresses"], chunk["nodes"], strict=True) if n >= 0 and n != node]
+        guess = estimate(chunk, lambda n, node=node: n >= 0 and n != node)
+        if not guess:
+            continue  # the sample says it is all there: no page-by-page look
+        if guess * PAGE > left:
+            deferred += guess * PAGE
+            continue
+        pages = [(a, n) for a, n in zip(*resolve(chunk), strict=True) if n >= 0 and n != node]
         if not pages:
             continue
         if len(pages) * PAGE > left:
@@ -94,7 +117,7 @@ def bytes_by_class(chunks):
     out = {}
     for c in chunks:
         per_node = out.setdefault(f"{c['heat'] or 'unknown'}/{c['write']}", {})
-        for n, count in Counter(c["nodes"]).items():  # counted in C: this runs over every page each round
+        for n in Counter(c["nodes"]):
             if n >= 0:
-                per_node[str(n)] = per_node.get(str(n), 0) + count * PAGE
+                per_node[str(n)] = per_node.get(str(n), 0) + estimate(c, lambda m, n=n: m == n) * PAGE
     return out

@@ -11,7 +11,9 @@ from llamas_agent.classify import (
     arm,
     classes,
     launch_name,
+    SAMPLE_PAGES,
     measure,
+    present_addresses,
     read_pagemap,
     scoped_mappings,
 )
@@ -77,12 +79,29 @@ def test_without_idle_page_tracking_writes_alone_classify(tree, process):
 
     assert not IdleBitmap(tree).available
     chunks = measure(tree, 500, process, None, locate)
-    assert [(c["start"], c["heat"], c["write"], len(c["addresses"])) for c in chunks] == [
+    assert [(c["start"], c["heat"], c["write"], c["pages"]) for c in chunks] == [
         (BASE, None, "write-heavy", CHUNK_PAGES), (BASE + CHUNK_PAGES * PAGE, None, "untouched", CHUNK_PAGES // 2),
         (0x40000000, None, "untouched", 1)]
-    assert chunks[1]["addresses"][:2] == [BASE + CHUNK_PAGES * PAGE, BASE + (CHUNK_PAGES + 2) * PAGE]
+    assert present_addresses(chunks[1])[:2] == [BASE + CHUNK_PAGES * PAGE, BASE + (CHUNK_PAGES + 2) * PAGE]
+    assert len(present_addresses(chunks[1])) == CHUNK_PAGES // 2
     assert all(c["nodes"] == [1] * len(c["addresses"]) for c in chunks)
     assert chunks[0]["region_bytes"] == 2 * CHUNK_PAGES * PAGE
+
+
+def test_a_chunk_is_located_from_a_sample_spread_over_it(tree, process):
+    asked = []
+
+    def locate(pid, addresses):
+        asked.extend(addresses)
+        return [0 if a < BASE + CHUNK_PAGES * PAGE // 2 else 1 for a in addresses]  # first half on node 0
+
+    full, sparse, heap = measure(tree, 500, process, None, locate)
+    assert len(asked) == 2 * SAMPLE_PAGES + 1  # never every page: a sample per chunk (all of a 1-page heap)
+    assert len(full["addresses"]) == SAMPLE_PAGES and full["addresses"] == sorted(set(full["addresses"]))
+    assert full["addresses"][0] == BASE and full["addresses"][-1] >= BASE + (CHUNK_PAGES - 32) * PAGE
+    assert full["nodes"].count(0) == full["nodes"].count(1) == SAMPLE_PAGES // 2  # spread, so half and half
+    assert all(a in present_addresses(sparse) for a in sparse["addresses"])  # only present pages are sampled
+    assert heap["addresses"] == [0x40000000]
 
 
 def test_arm_marks_present_frames_idle_then_clears_soft_dirty(tree, guest_root, process):
@@ -117,6 +136,6 @@ def test_chunks_end_at_2_mib_boundaries_as_huge_pages_do(tree, guest_root):
     add_mapped_process(guest_root, 600, "split", f"{lo:x}-{hi:x} rw-p 00000000 00:00 0\n", pages)
     chunks = measure(tree, 600, parse_maps((guest_root / "proc/600/maps").read_text()), None,
                      lambda pid, addresses: [0] * len(addresses))
-    assert [(c["start"], len(c["addresses"]), c["write"]) for c in chunks] == [
+    assert [(c["start"], c["pages"], c["write"]) for c in chunks] == [
         (lo, 256, "write-heavy"), (BASE + (2 << 20), CHUNK_PAGES, "untouched")]
     assert all(c["region_bytes"] == 3 << 20 for c in chunks)

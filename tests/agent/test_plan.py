@@ -72,6 +72,34 @@ def test_the_bandwidth_budget_defers_what_does_not_fit_and_earlier_rules_go_firs
     assert sum(len(m["addresses"]) for m in plan["moves"]) * PAGE <= 5 * PAGE
 
 
+def sampled(pid: int, start: int, sample_nodes: list[int], pages: int, write: str = "write-heavy") -> dict:
+    """A chunk of `pages` present pages of which the round located a sample."""
+    return {**chunk(pid, start, sample_nodes, write), "pages": pages}
+
+
+def test_a_sampled_chunk_is_estimated_and_resolved_page_by_page_only_to_move():
+    resolved = []
+
+    def resolve(c):
+        resolved.append(c["start"])
+        return [c["start"] + i * PAGE for i in range(c["pages"])], [1] * (c["pages"] - 3) + [0, 0, -14]
+
+    settled = sampled(7, 0, [0] * 16, 512)                  # all in DRAM already
+    spilled = sampled(7, 0x200000, [1] * 12 + [0] * 4, 512)  # three quarters on the slow node
+    plan = plan_round([settled, spilled], {}, WRITE_AWARE, {0: 4096, 1: 0}, 1 << 30, resolve)
+    assert resolved == [0x200000]  # the settled chunk is never walked
+    (move,) = plan["moves"]
+    assert (move["to_node"], len(move["addresses"])) == (0, 509)  # exact once resolved
+    # No room for the estimate (384 pages = 1536 KiB): reported from the sample, nothing resolved.
+    resolved.clear()
+    short = plan_round([spilled], {}, WRITE_AWARE, {0: 1000, 1: 0}, 1 << 30, resolve)
+    assert short["moves"] == [] and short["no_room_bytes"] == 384 * PAGE and resolved == []
+    # Over the bandwidth budget by the estimate: deferred without a page-by-page look.
+    late = plan_round([spilled], {}, WRITE_AWARE, {0: 4096, 1: 0}, 100 * PAGE, resolve)
+    assert late["deferred_bytes"] == 384 * PAGE and resolved == []
+    assert bytes_by_class([spilled]) == {"hot/write-heavy": {"1": 384 * PAGE, "0": 128 * PAGE}}
+
+
 def test_room_keeps_the_larger_of_the_policys_keep_free_and_the_agents_margin():
     nodes = [{"id": 0, "mem_total_kib": 1 << 20, "mem_free_kib": 500_000},
              {"id": 1, "mem_total_kib": 1 << 20, "mem_free_kib": 90_000}]
