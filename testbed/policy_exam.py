@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import policy as placement
-from .exam import Score, ScenarioError
+from .exam import ScenarioError, Score
 from .topology import Topology, load, resolve
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "exam" / "policies"

@@ -25,7 +25,15 @@ import sys
 import time
 
 from .apply import move_located
-from .classify import PAGE, DamonHeat, IdleBitmap, arm, launch_name, measure, present_addresses
+from .classify import (
+    PAGE,
+    DamonHeat,
+    IdleBitmap,
+    arm,
+    launch_name,
+    measure,
+    present_addresses,
+)
 from .damon import ADMIN as DAMON_ADMIN
 from .damon import MAX_TARGETS, SAMPLE_US, DamonUnavailable, monitor
 from .machine import gather_nodes

@@ -76,16 +76,16 @@ def test_any_accepts_either_choice(scenarios):
     ("machine = 3\n", "field 'machine' must name a topology, got 3"),
     (f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'teleports'\n",
      "decisions[0]: field 'check' is 'teleports'"),
-    (f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'prefers'\nnode = 0\nwhy = 'w'\n"
-     "class = { heat = 'lukewarm', write = 'untouched' }\n", "heat in ['hot', 'warm', 'cold']"),
-    (f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'prefers'\nnode = 5\nwhy = 'w'\n"
-     "class = { heat = 'hot', write = 'untouched' }\n", "field 'node' is 5; the machine's memory nodes are [0, 1]"),
-    ("machine = 'dram-cxl'\nreference = '{}'\n[[decisions]]\ncheck = 'prefers'\nnode = 0\nwhy = 'w'\n"
-     "class = { heat = 'hot', write = 'untouched' }\n", "reference: rules: Field required"),
-    (f"machine = 'dram-cxl'\nreference = '{REF.replace('[1, 0]', '[7]')}'\n[[decisions]]\ncheck = 'avoids'\n"
-     "node = 0\nwhy = 'w'\nclass = { heat = 'hot', write = 'untouched' }\n", "names node(s) [7]"),
-    (f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'avoids'\nnode = 0\n"
-     "class = { heat = 'hot', write = 'untouched' }\n", "field 'why' is empty"),
+    ((f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'prefers'\nnode = 0\nwhy = 'w'\n"
+     "class = { heat = 'lukewarm', write = 'untouched' }\n"), "heat in ['hot', 'warm', 'cold']"),
+    ((f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'prefers'\nnode = 5\nwhy = 'w'\n"
+     "class = { heat = 'hot', write = 'untouched' }\n"), "field 'node' is 5; the machine's memory nodes are [0, 1]"),
+    (("machine = 'dram-cxl'\nreference = '{}'\n[[decisions]]\ncheck = 'prefers'\nnode = 0\nwhy = 'w'\n"
+     "class = { heat = 'hot', write = 'untouched' }\n"), "reference: rules: Field required"),
+    ((f"machine = 'dram-cxl'\nreference = '{REF.replace('[1, 0]', '[7]')}'\n[[decisions]]\ncheck = 'avoids'\n"
+     "node = 0\nwhy = 'w'\nclass = { heat = 'hot', write = 'untouched' }\n"), "names node(s) [7]"),
+    ((f"machine = 'dram-cxl'\nreference = '{REF}'\n[[decisions]]\ncheck = 'avoids'\nnode = 0\n"
+     "class = { heat = 'hot', write = 'untouched' }\n"), "field 'why' is empty"),
 ])
 def test_bad_scenario_names_file_and_field(tmp_path, text, message):
     path = tmp_path / "bad.toml"

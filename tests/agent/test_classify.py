@@ -6,12 +6,12 @@ import pytest
 from llamas_agent.classify import (
     CHUNK_PAGES,
     PAGE,
+    SAMPLE_PAGES,
     DamonHeat,
     IdleBitmap,
     arm,
     classes,
     launch_name,
-    SAMPLE_PAGES,
     measure,
     present_addresses,
     read_pagemap,
