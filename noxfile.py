@@ -72,6 +72,13 @@ def bench_gather(session: nox.Session) -> None:
     session.run("python", "benchmarks/gather.py", *session.posargs)
 
 
+@nox.session(name="bench-enforce")
+def bench_enforce(session: nox.Session) -> None:
+    """`llamas-agent enforce`'s CPU share of one vCPU per round, and the workload's rate beside it (goal: < 5 %)."""
+    _install(session)
+    session.run("python", "benchmarks/enforce.py", *session.posargs)
+
+
 @nox.session(name="bench-accessed-bits")
 def bench_accessed_bits(session: nox.Session) -> None:
     """What DAMON sees of a buffer touched in a loop, against what it would see on hardware (TCG's TLB)."""

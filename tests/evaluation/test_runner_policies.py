@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import types
 
 import pytest
 
@@ -201,3 +203,28 @@ def test_llm_policy_records_why_the_advisor_dropped_and_the_agent_refused(monkey
     assert (outcome.applied, outcome.rejected, outcome.advice_error) == (0, 2, None)
     assert outcome.rejections == ["advisor: migrate_pages dropped: node 7 does not exist",
                                   "agent: set_affinity rejected: CPU 9 is not online"]
+
+
+def test_a_policy_the_agent_refuses_fails_the_run_with_the_agents_reason(fake_shell, monkeypatch, load_topology):
+    refused = json.dumps({"action": "enforce", "status": "rejected", "reason": "rules[0].nodes: node 1 has no memory"})
+    shell = fake_shell({"cat /var/log/llamas-agent/audit.jsonl": "3", "setsid llamas-agent enforce": "4242",
+                        "tail -n +4 ": refused + "\n"})
+    monkeypatch.setattr(agent, "upload_text", lambda *a: None)
+    proc = types.SimpleNamespace(pid=77)
+    ctx = policies.Context(shell=shell, topology=load_topology("dram-nvm"), proc=proc, fast_node=0, slow_node=1,
+                           workload="w", repeat=0)
+    with pytest.raises(policies.PolicyError, match="rules:write-aware: the agent refused the policy: rules.0..nodes"):
+        policies.make("rules:write-aware").prepare(ctx)
+    (started,) = [c for c in shell.commands if c.startswith("setsid")]
+    assert "--pids 77 " in started  # the workload's process only
+
+
+def test_an_enforcing_policy_reports_the_rounds_of_its_own_daemon(fake_shell, monkeypatch, load_topology):
+    mine = [json.dumps(_round(64 << 20, 0, 1.0, 12.0)), json.dumps({"action": "enforce", "status": "started"})]
+    shell = fake_shell({"tail -n +11 ": "\n".join(reversed(mine)) + "\n"})
+    ctx = policies.Context(shell=shell, topology=load_topology("dram-nvm"), proc=None, fast_node=0, slow_node=1,
+                           workload="w", repeat=0)
+    rules = policies.make("rules:write-aware")
+    assert rules.after(ctx).enforcer == {"rounds": 0}  # never started: nothing to report
+    rules.daemon = agent.Enforcer(pid=4242, audit_from=10)
+    assert rules.after(ctx).enforcer["moved_mib"] == 64.0
