@@ -26,13 +26,15 @@ def _w(tree, rel, value):
         f.write(str(value))
 
 
-def _setup(tree, index, pid, aggr_us=AGGR_US):
+def _setup(tree, index, pid, aggr_us=AGGR_US, nr_regions=None):
     ctx = f"{index}/contexts/0"
     _w(tree, f"{index}/contexts/nr_contexts", 1)
     _w(tree, f"{ctx}/operations", "vaddr")
     _w(tree, f"{ctx}/monitoring_attrs/intervals/sample_us", SAMPLE_US)
     _w(tree, f"{ctx}/monitoring_attrs/intervals/aggr_us", aggr_us)
     _w(tree, f"{ctx}/monitoring_attrs/intervals/update_us", max(UPDATE_US, aggr_us))
+    if nr_regions:  # fewer regions: less for kdamond to sample and for us to read back (DAMON's default is 1000)
+        _w(tree, f"{ctx}/monitoring_attrs/nr_regions/max", nr_regions)
     _w(tree, f"{ctx}/targets/nr_targets", 1)
     _w(tree, f"{ctx}/targets/0/pid_target", pid)
     _w(tree, f"{ctx}/schemes/nr_schemes", 1)
@@ -55,11 +57,12 @@ def _regions(tree, index, max_regions=MAX_REGIONS):
     return regions[:max_regions]
 
 
-def monitor(tree, pids, seconds, aggr_us=AGGR_US, max_regions=MAX_REGIONS):
+def monitor(tree, pids, seconds, aggr_us=AGGR_US, max_regions=MAX_REGIONS, nr_regions=None):
     """{pid: [regions]} after watching `pids` (at most MAX_TARGETS) for `seconds`.
 
     A region's nr_accesses counts the samples (one per SAMPLE_US) of its last aggregation
     interval (`aggr_us`) that found it accessed; the `max_regions` hottest are kept per pid.
+    `nr_regions` caps how many regions DAMON keeps per process (its own default: 1000).
     """
     if tree.read_int(ADMIN, "nr_kdamonds") is None:
         raise DamonUnavailable("DAMON sysfs interface not found")
@@ -71,7 +74,7 @@ def monitor(tree, pids, seconds, aggr_us=AGGR_US, max_regions=MAX_REGIONS):
     started, out = [], {}
     try:
         for i, pid in enumerate(pids):
-            _setup(tree, i, pid, aggr_us)
+            _setup(tree, i, pid, aggr_us, nr_regions)
             try:
                 _w(tree, f"{i}/state", "on")
                 started.append((i, pid))

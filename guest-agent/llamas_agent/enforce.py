@@ -51,7 +51,7 @@ JOURNAL = "enforce-journal.json"
 _UNJUDGED = object()
 DAMON_WINDOW_S = 2.0               # DAMON watches the last seconds of each interval: kdamond's CPU is not free
 DAMON_AGGR_US = 500_000            # one aggregation: 100 samples of 5 ms
-DAMON_MAX_REGIONS = 4096
+DAMON_MAX_REGIONS = 256             # per process: 2 MiB apiece for 512 MiB in scope; each is read back every round
 
 
 def load_policy(tree, raw, interval=None):
@@ -194,7 +194,7 @@ class Daemon:
         if not targets:
             return None
         try:
-            regions = monitor(self.tree, targets, seconds, DAMON_AGGR_US, DAMON_MAX_REGIONS)
+            regions = monitor(self.tree, targets, seconds, DAMON_AGGR_US, DAMON_MAX_REGIONS, DAMON_MAX_REGIONS)
         except (DamonUnavailable, OSError) as exc:
             self.heat_note = f"DAMON: {exc}"  # e.g. in use by a DAMON policy: this round's heat is unmeasured
             return None

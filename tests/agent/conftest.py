@@ -62,7 +62,7 @@ def admin(guest_root):
     (base / "nr_kdamonds").write_text("0\n")
     # The kernel makes these directories when nr_kdamonds, nr_contexts, ... are written.
     ctx = base / "0/contexts/0"
-    for sub in ("monitoring_attrs/intervals", "targets/0", "schemes/0/access_pattern/sz",
+    for sub in ("monitoring_attrs/intervals", "monitoring_attrs/nr_regions", "targets/0", "schemes/0/access_pattern/sz",
                 "schemes/0/access_pattern/nr_accesses", "schemes/0/access_pattern/age"):
         (ctx / sub).mkdir(parents=True)
     # What the kernel would list after update_schemes_tried_regions: two regions of pid 300.

@@ -180,6 +180,7 @@ def test_without_idle_page_tracking_damon_tells_read_memory_from_untouched(tree,
     ctx = admin / "0/contexts/0"
     assert (ctx / "targets/0/pid_target").read_text() == "500"
     assert (ctx / "monitoring_attrs/intervals/aggr_us").read_text() == str(daemon.DAMON_AGGR_US)
+    assert (ctx / "monitoring_attrs/nr_regions/max").read_text() == str(daemon.DAMON_MAX_REGIONS)
     assert (admin / "nr_kdamonds").read_text() == "0"   # the daemon's kdamond is gone after each interval
 
 
