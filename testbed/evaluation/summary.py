@@ -144,14 +144,15 @@ def _fmt(value: float | None, digits: int | None = None) -> str:
 
 
 def table(rows: list[Row], title: str = "evaluation summary") -> Table:
-    """A rich table of the rows."""
+    """A rich table of the rows (the agent's column only where an enforcing policy ran)."""
     t = Table(title=title)
+    agent = any(r.agent_moved_mib is not None for r in rows)
     for name, justify in (("topology", "left"), ("workload", "left"), ("figure", "left"), ("policy", "left"),
                           ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right"),
                           ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right"),
-                          ("agent: moved MiB, CPU", "right")):
+                          *([("agent: moved MiB, CPU", "right")] if agent else [])):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
@@ -159,8 +160,12 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
                   r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r),
                   "-" if r.others_share is None else f"{r.others_share:.1%}",
-                  "-" if r.agent_moved_mib is None else f"{r.agent_moved_mib:,.0f}, {r.agent_cpu_percent:.0f} %")
+                  *([_agent_cell(r)] if agent else []))
     return t
+
+
+def _agent_cell(r: Row) -> str:
+    return "-" if r.agent_moved_mib is None else f"{r.agent_moved_mib:,.0f}, {r.agent_cpu_percent:.0f} %"
 
 
 def _kernel_cell(r: Row) -> str:
@@ -183,7 +188,7 @@ def write(directory: Path, rows: list[Row], console: Console | None = None) -> N
     directory.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console.print(table(rows))
-    plain = Console(file=io.StringIO(), width=200, color_system=None, record=True)
+    plain = Console(file=io.StringIO(), width=240, color_system=None, record=True)
     plain.print(table(rows))
     (directory / TXT_NAME).write_text(plain.export_text())
     (directory / CSV_NAME).write_text(to_csv(rows))

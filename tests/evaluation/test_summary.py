@@ -121,3 +121,22 @@ def test_a_time_based_runs_share_is_its_steady_state_share():
     run = make_run(misses={0: 90, 1: 110}, series=series)
     assert run.node_share()[0] == pytest.approx(0.45) and run.fast_share(0) == pytest.approx(0.9)
     assert summary.summarize([run], fast_nodes={"dram-cxl": 0})[0].fast_share == pytest.approx(0.9)
+
+
+def test_an_enforcing_policys_daemon_gets_a_column_only_where_one_ran(tmp_path):
+    plain = summary.summarize(runs())
+    assert all(r.agent_moved_mib is None for r in plain)
+    assert "agent: moved MiB" not in _text(summary.table(plain))
+    enforced = [make_run(policy="rules:write-aware", value=v, vmstat={"numa_hint_faults": 0},
+                         enforcer={"rounds": 5, "moved_mib": m, "cpu_percent": c})
+                for v, m, c in ((150.0, 400.0, 12.0), (160.0, 420.0, 8.0), (155.0, 380.0, 10.0))]
+    rows = summary.summarize([*runs(), *enforced])
+    row = next(r for r in rows if r.policy == "rules:write-aware")
+    assert (row.agent_moved_mib, row.agent_cpu_percent) == (400.0, 10.0)
+    assert "400, 10 %" in _text(summary.table(rows))
+
+
+def _text(table) -> str:
+    console = Console(file=io.StringIO(), width=260, color_system=None)
+    console.print(table)
+    return console.file.getvalue()
