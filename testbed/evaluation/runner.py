@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -265,7 +266,9 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
                 run.host = evaluation.host
                 try:
                     run_one(evaluation, bench, key, run)
-                except BaseException:
+                except BaseException as exc:
+                    if run.ok:  # raised outside run_one's own accounting (a bug): kept as this run's error
+                        run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
                     evaluation.cut = run
                     raise
                 yield run
@@ -313,7 +316,8 @@ def run_one(evaluation: Evaluation, bench: Bench, key: RunKey, run: results.Run)
     matrix, shell = evaluation.matrix, bench.machine.vm.shell
     workload = matrix.workload(key.workload)
     policy = policies.make(key.policy, matrix.llm.every_s, matrix.llm.damon_s)
-    proc = guest_process.GuestProcess(shell, f"{key.workload}-{key.policy}-{key.repeat}")
+    tag = re.sub(r"[^A-Za-z0-9._-]", "_", f"{key.workload}-{key.policy}-{key.repeat}")  # rules:NAME has a colon
+    proc = guest_process.GuestProcess(shell, tag)
     ctx = policies.Context(shell, bench.machine.topology, proc, bench.fast, bench.slow, key.workload, key.repeat,
                            hotmap=policies.HOTMAP_PATH if workload.hotmap_arg else None,
                            advisor=evaluation.advisor, exchanges=evaluation.manifest.llm, notes=workload.notes,
