@@ -284,7 +284,8 @@ def enforcer_summary(rounds: list[dict]) -> dict[str, float]:
     if not rounds:
         return {"rounds": 0}
     shares = [r["cpu_percent"] for r in rounds if r.get("cpu_percent") is not None]
-    last = next((r for r in reversed(rounds) if r.get("processes")), rounds[-1])  # not one after the exit
+    # not a round after the workload's exit, nor one it exited during (its pagemap gone: no classes)
+    last = next((r for r in reversed(rounds) if r.get("processes") and r.get("bytes_by_class")), rounds[-1])
 
     def mib(write: str) -> float:
         return round(sum(sum(per_node.values()) for key, per_node in last.get("bytes_by_class", {}).items()

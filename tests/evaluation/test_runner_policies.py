@@ -101,6 +101,8 @@ def test_the_enforcers_rounds_are_summed_and_its_cpu_share_averaged():
                                                  "write_heavy_mib": 64.0, "read_mostly_mib": 96.0}
     exited = {**_round(0, 0, 0.5, 5.0), "processes": [], "bytes_by_class": {}}  # a round after the workload
     assert policies.enforcer_summary([*rounds, exited])["write_heavy_mib"] == 64.0
+    exiting = {**exited, "processes": [120]}  # measured while it exited: in scope, no pages left
+    assert policies.enforcer_summary([*rounds, exiting])["write_heavy_mib"] == 64.0
     assert policies.enforcer_summary([]) == {"rounds": 0}  # it started, and never finished a round
     total = policies.Outcome(applied=1)
     total += policies.Outcome(enforcer={"rounds": 2})
