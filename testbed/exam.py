@@ -23,8 +23,10 @@ Decision checks:
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -38,6 +40,7 @@ CHECKS = ("moves", "never_moves", "pins", "never_pins", "deprioritizes", "never_
           "sets_knob", "any")
 AGENT_PID = 90
 _HINTS = TypeAdapter(list[Hint])
+T = TypeVar("T")
 
 
 class ScenarioError(ValueError):
@@ -80,14 +83,21 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Scenario:
+class ScenarioBase:
+    """What every exam's scenario has: its name, title, machine, the notes on it and its decisions."""
+
     name: str
     title: str
     machine: str
     topology: Topology
     notes: str | None
-    state: GuestState
+    decisions: list
+
+
+@dataclass(frozen=True)
+class Scenario(ScenarioBase):
     decisions: list[Decision]
+    state: GuestState
     reference: list
 
 
@@ -179,15 +189,20 @@ def load_scenario(path: Path) -> Scenario:
         reference = _HINTS.validate_python(data.get("reference", []))
     except ValidationError as exc:
         raise ScenarioError(f"{path}: field 'reference' does not fit the hint schema: {exc}") from None
-    return Scenario(path.stem, data.get("title", path.stem), machine, topo, data.get("notes"), state,
-                    decisions, reference)
+    return Scenario(name=path.stem, title=data.get("title", path.stem), machine=machine, topology=topo,
+                    notes=data.get("notes"), decisions=decisions, state=state, reference=reference)
 
 
-def load_all(directory: Path = SCENARIO_DIR, only: list[str] | None = None) -> list[Scenario]:
+def load_dir(directory: Path, loader: Callable[[Path], T], only: list[str] | None = None) -> list[T]:
+    """`loader` applied to each *.toml in `directory`, sorted by name; with `only`, just the stems it names."""
     paths = sorted(directory.glob("*.toml"))
     if only:
         paths = [p for p in paths if p.stem in only]
-    return [load_scenario(p) for p in paths]
+    return [loader(p) for p in paths]
+
+
+def load_all(directory: Path = SCENARIO_DIR, only: list[str] | None = None) -> list[Scenario]:
+    return load_dir(directory, load_scenario, only)
 
 
 @dataclass(frozen=True)

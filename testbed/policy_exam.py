@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import policy as placement
-from .exam import ScenarioError, Score
-from .topology import Topology, load, resolve
+from .exam import ScenarioBase, ScenarioError, Score, load_dir
+from .topology import load, resolve
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "benchmarks" / "exam" / "policies"
 CHECKS = ("prefers", "avoids", "any")
@@ -78,12 +78,7 @@ class Decision:
 
 
 @dataclass(frozen=True)
-class Scenario:
-    name: str
-    title: str
-    machine: str
-    topology: Topology
-    notes: str | None
+class Scenario(ScenarioBase):
     decisions: list[Decision]
     reference: placement.PlacementPolicy
 
@@ -144,11 +139,9 @@ def load_scenario(path: Path) -> Scenario:
         placement.check_nodes(reference, nodes, f"{path}: reference")
     except placement.PolicyError as exc:
         raise ScenarioError(str(exc)) from None
-    return Scenario(path.stem, data.get("title", path.stem), machine, topo, data.get("notes"), decisions, reference)
+    return Scenario(name=path.stem, title=data.get("title", path.stem), machine=machine, topology=topo,
+                    notes=data.get("notes"), decisions=decisions, reference=reference)
 
 
 def load_all(directory: Path = SCENARIO_DIR, only: list[str] | None = None) -> list[Scenario]:
-    paths = sorted(directory.glob("*.toml"))
-    if only:
-        paths = [p for p in paths if p.stem in only]
-    return [load_scenario(p) for p in paths]
+    return load_dir(directory, load_scenario, only)
