@@ -13,9 +13,10 @@ import statistics
 from rich.console import Console
 from rich.table import Table
 
-from testbed import accel as accel_mod
-from testbed import host, image, topology
+from testbed import topology
 from testbed.vm import VM
+
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_S = {"tcg": 20.0, "kvm": 3.0}
 
@@ -39,10 +40,7 @@ def main() -> None:
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     args = parser.parse_args()
     console = Console()
-    host.ensure()
-    img = image.ensure(console)
-    accel, why = accel_mod.choose(args.accel, host.QEMU, img.kernel)
-    console.print(f"accelerator: {accel} ({why}); image {img.digest}, kernel {img.kernel_version}")
+    img, accel = _vmhost.start(console, args.accel)
     table = Table(title=f"QEMU start -> SSH ready ({accel.upper()}, {args.repeat} boots each; goal <= {GOAL_S[accel]:.0f} s)")
     for column in ("topology", "median s", "min s", "max s", "guest uptime at sshd s", "goal"):
         table.add_column(column)

@@ -26,10 +26,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from testbed import accel as accel_mod
-from testbed import agent, host, image, topology
+from testbed import agent, topology
 from testbed.evaluation import matrix, workload
 from testbed.vm import VM
+
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_PERCENT = 5.0
 WORKLOAD_LOG = "/tmp/bench-enforce-workload.log"
@@ -66,10 +67,7 @@ def main() -> None:
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     args = parser.parse_args()
     console = Console()
-    host.ensure()
-    img = image.ensure(console)
-    accel, why = accel_mod.choose(args.accel, host.QEMU, img.kernel)
-    console.print(f"accelerator: {accel} ({why}); policy {args.policy}; hot-table, 320 + 192 MiB in scope")
+    img, accel = _vmhost.start(console, args.accel, f"policy {args.policy}; hot-table, 320 + 192 MiB in scope")
     hot_table = workload.load(workload.resolve("hot-table"))
     table = Table(title=f"llamas-agent enforce: its CPU share of one vCPU ({accel.upper()}, {args.rounds} rounds "
                         f"per interval; goal < {GOAL_PERCENT:.0f} %)")

@@ -17,9 +17,10 @@ import time
 from rich.console import Console
 from rich.table import Table
 
-from testbed import accel as accel_mod
-from testbed import agent, host, image, topology
+from testbed import agent, topology
 from testbed.vm import VM
+
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_S = 1.0
 # One guest command times every call: no SSH in the figure, only the agent.
@@ -51,10 +52,7 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds to let the guest go idle after boot")
     args = parser.parse_args()
     console = Console()
-    host.ensure()
-    img = image.ensure(console)
-    accel, why = accel_mod.choose(args.accel, host.QEMU, img.kernel)
-    console.print(f"accelerator: {accel} ({why}); image {img.digest}, kernel {img.kernel_version}")
+    img, accel = _vmhost.start(console, args.accel)
     table = Table(title=f"llamas-agent gather, idle guest, no DAMON ({accel.upper()}, {args.repeat} calls; "
                         f"goal < {GOAL_S:.0f} s in the guest)")
     for column in ("topology", "processes", "figure", "median s", "min s", "max s", "goal"):
