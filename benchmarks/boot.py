@@ -10,13 +10,12 @@ import argparse
 import re
 import statistics
 
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 from rich.console import Console
 from rich.table import Table
 
 from testbed import topology
 from testbed.vm import VM
-
-import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_S = {"tcg": 20.0, "kvm": 3.0}
 

@@ -23,14 +23,13 @@ import statistics
 import time
 from pathlib import Path
 
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 from rich.console import Console
 from rich.table import Table
 
 from testbed import agent, topology
 from testbed.evaluation import matrix, workload
 from testbed.vm import VM
-
-import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_PERCENT = 5.0
 WORKLOAD_LOG = "/tmp/bench-enforce-workload.log"

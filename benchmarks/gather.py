@@ -14,13 +14,12 @@ import os
 import statistics
 import time
 
+import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 from rich.console import Console
 from rich.table import Table
 
 from testbed import agent, topology
 from testbed.vm import VM
-
-import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/NAME.py`
 
 GOAL_S = 1.0
 # One guest command times every call: no SSH in the figure, only the agent.
