@@ -19,7 +19,7 @@ from typing import Self
 
 from .. import agent
 from .. import policy as placement
-from ..advisor import Advisor
+from ..advisor import Advice, Advisor, PolicyAdvice
 from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKnob
 from ..llm_client import LLMAnswerError
 from ..ssh import GuestShell
@@ -59,6 +59,12 @@ class Context:
     advisor: Callable[[], Advisor] | None = None      # built on first use (may start a local server)
     time_scale: float = 1.0                           # the kernel's policy clocks run this many times slower
     exchanges: list[LlmExchange] = field(default_factory=list)
+
+    def record_exchange(self, advice: Advice | PolicyAdvice) -> None:
+        """Keep an advisor answer's digests (model, prompt, answer, cache hit) for the manifest."""
+        self.exchanges.append(LlmExchange(topology=self.topology.name, workload=self.workload, repeat=self.repeat,
+                                          model=advice.model, prompt_digest=advice.prompt_digest,
+                                          answer_digest=advice.answer_digest, cached=advice.cached))
 
 
 @dataclass
@@ -159,6 +165,10 @@ def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256,
 
     migrate_hot matches regions accessed at all in an aggregation interval;
     migrate_cold matches regions idle for ten intervals (a second, unscaled).
+    DAMON samples one page per region, so each scheme then checks every page of a
+    region it picked with a `young` filter (accessed since the last check), as the
+    kernel's DAMON tiering work does: migrate_hot moves only the pages found young,
+    migrate_cold only those found old.
     Its clocks run `time_scale` times slower (see timescale.py).
     """
     clocks = timescale.damon_intervals(time_scale)
@@ -236,9 +246,7 @@ class Llm(Policy):
             # Nonsense even after the repair round: the agent in service would apply nothing and
             # leave the machine as it is, so the run goes on and measures exactly that.
             return Outcome(advice_error=str(exc)[:ADVICE_ERROR_CHARS]).reject("advisor: no usable answer")
-        ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
-                                         model=advice.model, prompt_digest=advice.prompt_digest,
-                                         answer_digest=advice.answer_digest, cached=advice.cached))
+        ctx.record_exchange(advice)
         outcome = Outcome()
         for dropped in advice.dropped:
             outcome.reject(f"advisor: {dropped.hint.get('kind', '?')} dropped: {dropped.why}")
@@ -321,9 +329,7 @@ class LlmPolicy(Enforced):
                 advice = ctx.advisor().advise_policy(ctx.topology, ctx.notes)
         except LLMAnswerError as exc:  # as for `llm`: nothing usable, nothing enforced, the run goes on
             return Outcome(advice_error=str(exc)[:ADVICE_ERROR_CHARS]).reject("advisor: no usable policy")
-        ctx.exchanges.append(LlmExchange(topology=ctx.topology.name, workload=ctx.workload, repeat=ctx.repeat,
-                                         model=advice.model, prompt_digest=advice.prompt_digest,
-                                         answer_digest=advice.answer_digest, cached=advice.cached))
+        ctx.record_exchange(advice)
         return advice.policy
 
 
