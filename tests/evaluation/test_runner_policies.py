@@ -205,6 +205,9 @@ def test_llm_policy_records_why_the_advisor_dropped_and_the_agent_refused(monkey
     assert (outcome.applied, outcome.rejected, outcome.advice_error) == (0, 2, None)
     assert outcome.rejections == ["advisor: migrate_pages dropped: node 7 does not exist",
                                   "agent: set_affinity rejected: CPU 9 is not online"]
+    [exchange] = ctx.exchanges  # the manifest keeps what was asked and answered
+    assert (exchange.topology, exchange.workload, exchange.model) == ("hybrid-cores", "w", "m")
+    assert (exchange.prompt_digest, exchange.answer_digest, exchange.cached) == ("p", "a", False)
 
 
 def test_a_policy_the_agent_refuses_fails_the_run_with_the_agents_reason(fake_shell, monkeypatch, load_topology):
