@@ -165,10 +165,8 @@ def damos_script(regions: list[tuple[str, int, int, int]], quota_mib: int = 256,
 
     migrate_hot matches regions accessed at all in an aggregation interval;
     migrate_cold matches regions idle for ten intervals (a second, unscaled).
-    DAMON samples one page per region, so each scheme then checks every page of a
-    region it picked with a `young` filter (accessed since the last check), as the
-    kernel's DAMON tiering work does: migrate_hot moves only the pages found young,
-    migrate_cold only those found old.
+    No `young` page filter: under one TCG thread its per-page recheck cost kdamond more
+    than the migrations it saved (README, "Fair baselines").
     Its clocks run `time_scale` times slower (see timescale.py).
     """
     clocks = timescale.damon_intervals(time_scale)
