@@ -65,6 +65,13 @@ def bench_latency(session: nox.Session) -> None:
     session.run("python", "benchmarks/latency_overhead.py")
 
 
+@nox.session(name="bench-mttcg")
+def bench_mttcg(session: nox.Session) -> None:
+    """Felt latency under a TCG thread per vCPU: boots survived, 1-to-2 vCPU speed-up, ratio errors."""
+    _install(session)
+    session.run("python", "benchmarks/mttcg.py", *session.posargs)
+
+
 @nox.session(name="bench-gather")
 def bench_gather(session: nox.Session) -> None:
     """Seconds per `llamas-agent gather` on an idle guest, without DAMON (goal: under 1 s)."""

@@ -3,8 +3,8 @@
  *
  *   accessed_bits MIB COUNTER_FILE
  *
- * Prints the buffer's address, then rewrites COUNTER_FILE with the number of passes done
- * every 64 passes.  Small pages only (MADV_NOHUGEPAGE): one translation per 4 KiB, as the
+ * Prints the buffer's address, then replaces COUNTER_FILE with the number of passes done
+ * every 64 passes (written beside it and renamed over it, so a reader never sees it empty).  Small pages only (MADV_NOHUGEPAGE): one translation per 4 KiB, as the
  * kernel's accessed-bit scanners (DAMON, reclaim) see them.
  */
 #include <stdio.h>
@@ -27,15 +27,21 @@ int main(int argc, char **argv)
     memset((void *)buf, 1, bytes);
     printf("%p\n", (void *)buf);
     fflush(stdout);
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s.tmp", argv[2]) >= (int)sizeof(tmp)) {
+        fprintf(stderr, "counter path too long: %s\n", argv[2]);
+        return 2;
+    }
     unsigned long sum = 0;
     for (unsigned long passes = 1;; passes++) {
         for (size_t i = 0; i < bytes; i += 4096)
             sum += buf[i];
         if (passes % 64 == 0) {
-            FILE *f = fopen(argv[2], "w");
+            FILE *f = fopen(tmp, "w");
             if (f) {
                 fprintf(f, "%lu %lu\n", passes, sum & 1);
-                fclose(f);
+                if (fclose(f) == 0)
+                    rename(tmp, argv[2]);
             }
         }
     }

@@ -42,7 +42,7 @@ def measure(topo, img, boots: int, runs: int, plugin: bool, single: bool, calibr
             boot_s.append(machine.vm.boot_seconds)
             loop.append(loop_ns(machine, runs))
             if calibrated:
-                cal = calibrate.load(calibrate.key(img.digest, machine.cache, machine.tlb_reach_ms))
+                cal = calibrate.load(calibrate.machine_key(machine))
                 if cal is not None:
                     machine.set_delays(cal.delays(calibrate.targets(topo)))
                     loop_cal.append(loop_ns(machine, runs))

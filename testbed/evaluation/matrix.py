@@ -111,6 +111,10 @@ class Matrix(_Strict):
         default=0, ge=0, le=1000, description="flush every vCPU's TLB this often, in the modelled machine's ms "
         "(times the time scale on the host), so that the guest's accessed bits see accesses as on hardware "
         "(testbed/tlb_reach.py; 0: off)")
+    tcg_threads: Literal["single", "multi"] = Field(
+        default="single", description="'multi': a TCG thread per vCPU (MTTCG), so kernel threads (kdamond, "
+        "kswapd, hint faults) run beside the workload as on hardware; the latency plugin arms after boot "
+        "(testbed/latency/plugin.c)")
     _text: str = PrivateAttr(default="")
     _origin: str = PrivateAttr(default="")
 

@@ -242,8 +242,11 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     order = fastest_nodes(topo)
     fast, slow = order[0], order[1] if len(order) > 1 else order[0]
     evaluation.fast_nodes[name] = fast
-    with EmulatedMachine(topo, image) as machine:  # calibrated and trimmed without tlb-reach (_tlb_reach)
+    mttcg = evaluation.matrix.tcg_threads == "multi"
+    # calibrated and trimmed without tlb-reach (_tlb_reach), under the matrix's threading
+    with EmulatedMachine(topo, image, mttcg=mttcg) as machine:
         shell = machine.vm.shell
+        evaluation.manifest.plugin.setdefault(name, {})["tcg_threads"] = evaluation.matrix.tcg_threads
         delays, k = _delays(machine, evaluation)
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
         evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)

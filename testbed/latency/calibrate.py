@@ -92,13 +92,22 @@ def _host_model() -> str:
     return platform.machine()
 
 
-def key(image_digest: str, cache: CacheModel, tlb_reach_ms: int = 0, qemu: str = "qemu-system-x86_64") -> str:
-    """Everything the emulator's own speed depends on (tlb-reach's flushes too, when it runs)."""
+def key(image_digest: str, cache: CacheModel, tlb_reach_ms: int = 0, qemu: str = "qemu-system-x86_64",
+        mttcg: bool = False) -> str:
+    """Everything the emulator's own speed depends on (tlb-reach's flushes too, when it runs, and
+    a TCG thread per vCPU: locked cache model, each thread's own sleeps)."""
     parts = [_host_model(), platform.machine(), ".".join(map(str, build.qemu_version(qemu))), image_digest,
              build.source_digest(), hashlib.sha256(PROBE_SOURCE.read_bytes()).hexdigest(), repr(cache)]
     if tlb_reach_ms:
         parts.append(tlb_reach.key(tlb_reach_ms))
+    if mttcg:
+        parts.append("tcg thread per vCPU")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def machine_key(machine: EmulatedMachine) -> str:
+    """`key` for a booted machine."""
+    return key(machine.image.digest, machine.cache, machine.tlb_reach_ms, mttcg=machine.mttcg)
 
 
 def _path(cal_key: str) -> Path:
@@ -165,16 +174,16 @@ def measure(machine: EmulatedMachine, node: int) -> Calibration:
         figures[delay] = (median_probe(machine, "chase", node), median_probe(machine, "store", node))
     machine.set_delays(zero)
     low, high = figures[MIN_DELAY_NS], figures[HIGH_DELAY_NS]
-    cal_key = key(machine.image.digest, machine.cache, machine.tlb_reach_ms)
+    cal_key = machine_key(machine)
     return from_measurements((low[0], high[0]), (low[1], high[1]), cal_key)
 
 
 def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
     """The cached calibration for this host and image, measuring it in `machine` if missing."""
-    if machine.paces_cores:
+    if not machine.feels_memory:
         raise CalibrationError(f"{machine.topology.name} has cores of different speed: the plugin paces its "
-                               "vCPUs (a TCG thread each) and cannot emulate memory latency there")
-    cal_key = key(machine.image.digest, machine.cache, machine.tlb_reach_ms)
+                               "vCPUs (a TCG thread each) and emulates memory latency there only with mttcg")
+    cal_key = machine_key(machine)
     cal = None if force else load(cal_key)
     if cal is None:
         cal = measure(machine, reference_node(machine.topology))

@@ -110,6 +110,10 @@ class Control:
         """Empty the cache model (taken at the guest's next memory access), so a run starts cold."""
         self.request("flush")
 
+    def arm(self) -> None:
+        """Start counting and delaying (threads=multi boots unarmed: plugin.c says why)."""
+        self.request("arm")
+
     def set_delay(self, node: int, read_ns: int, write_ns: int) -> None:
         self.request(f"delay {node} {int(read_ns)} {int(write_ns)}")
 

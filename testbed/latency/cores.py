@@ -45,7 +45,7 @@ def measure(machine: EmulatedMachine, repeats: int = REPEATS) -> dict[int, float
 
 def _key(machine: EmulatedMachine) -> str:
     speeds = json.dumps(sorted(machine.topology.cpu_speeds().items()))
-    base = calibrate.key(machine.image.digest, machine.cache, machine.tlb_reach_ms)
+    base = calibrate.machine_key(machine)
     return hashlib.sha256(f"{base}\n{speeds}".encode()).hexdigest()[:16]
 
 

@@ -1,4 +1,7 @@
-"""A guest in `emulated` latency mode: TCG, one TCG thread, the latency plugin loaded.
+"""A guest in `emulated` latency mode: TCG, the latency plugin loaded.
+
+One TCG thread by default; `mttcg=True` gives each vCPU its own (kernel threads
+then run beside the workload), with the plugin armed once the guest is up.
 
 `EmulatedMachine` boots the topology with the plugin (ranges from the q35
 layout, delays as given), checks the computed ranges against the guest's
@@ -47,9 +50,15 @@ Delays = dict[int, tuple[int, int]]  # node -> (read ns, write ns) owed per miss
 
 
 def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: Delays,
-                  cache: CacheModel, batch_ns: int = 20000) -> str:
-    """The full `-plugin` value: library, control socket, ranges, delays, cache model, core speeds."""
+                  cache: CacheModel, batch_ns: int = 20000, *, mttcg: bool = False, memory: bool = True) -> str:
+    """The full `-plugin` value: library, control socket, ranges, delays, cache model, core speeds.
+
+    `mttcg`: QEMU runs a TCG thread per vCPU (the plugin locks its cache model and waits for
+    `arm`); `memory=False`: no memory callbacks, core pacing only.
+    """
     args = [f"sock={socket_path}", f"batch_ns={batch_ns}", *cache.plugin_args()]
+    args += ["threads=multi"] if mttcg else []
+    args += [] if memory else ["mem=0"]
     args += [r.plugin_arg() for r in layout.ram_ranges(topology)]
     args += [f"delay={node}:{int(r)}:{int(w)}" for node, (r, w) in sorted(delays.items())]
     args += stream_args(topology, cache.line)
@@ -79,17 +88,17 @@ def _ppm(transfer_ns: float, latency_ns: int) -> int:
 
 
 def speed_args(topology: Topology) -> list[str]:
-    """Pacing only, armed at full speed (`speed=VCPU:1000`) for every slow vCPU; none on a uniform machine.
+    """Armed at full speed (`speed=VCPU:1000`) for every slow vCPU; none on a uniform machine.
 
-    Pacing needs a TCG thread per vCPU, where the memory callbacks cannot run
-    (see plugin.c): a machine with cores of different speed feels those, not memory latency.
-    The slow vCPUs boot at full speed and get their paces once the guest is up
+    Pacing needs a TCG thread per vCPU; the memory callbacks run there only with
+    `mttcg` (armed after boot, see plugin.c), so without it a machine with cores of
+    different speed feels those, not memory latency.  The slow vCPUs boot at full speed and get their paces once the guest is up
     (`nominal_paces`, then the fitted ones of `cores.ensure`): the kernel's
     early SMP bring-up and timer set-up then never wait on a sleeping vCPU.
     """
     if not topology.heterogeneous_cores:
         return []
-    return ["mem=0", *(f"speed={cpu}:1000" for cpu in nominal_paces(topology))]
+    return [f"speed={cpu}:1000" for cpu in nominal_paces(topology)]
 
 
 def nominal_paces(topology: Topology) -> dict[int, int]:
@@ -97,7 +106,7 @@ def nominal_paces(topology: Topology) -> dict[int, int]:
     return {cpu: round(speed * 1000) for cpu, speed in topology.cpu_speeds().items() if speed < 1}
 
 
-def _ns_per_op(line: str) -> float:
+def ns_per_op(line: str) -> float:
     """The ns_per_op figure of one latency_probe line (`mode=chase ns_per_op=123.4 ops=...`)."""
     return float(dict(kv.split("=", 1) for kv in line.split())["ns_per_op"])
 
@@ -107,18 +116,22 @@ class EmulatedMachine:
 
     def __init__(self, topology: Topology, image: GuestImage, delays: Delays | None = None,
                  cache: CacheModel = CacheModel(), boot_timeout: float = 300.0, plugin: bool = True,
-                 tcg_single_thread: bool = True, append: str = "", tlb_reach_ms: int = 0):
+                 tcg_single_thread: bool = True, append: str = "", tlb_reach_ms: int = 0, mttcg: bool = False):
         self.topology, self.image, self.cache = topology, image, cache
         self.delays = dict(delays or {})
         # Short path: UNIX socket names are limited to 108 bytes.
         self._sockdir = Path(tempfile.mkdtemp(prefix="llamas-lat-"))
         self.socket_path = self._sockdir / "ctl.sock"
+        # Pacing cores needs a TCG thread per vCPU; memory latency works under one, or under
+        # one per vCPU armed after boot (mttcg).
+        self.paces_cores = plugin and topology.heterogeneous_cores
+        self.mttcg = mttcg or (not tcg_single_thread and not plugin) or self.paces_cores
+        self.feels_memory = plugin and (mttcg or not self.paces_cores)
         plugins = ()
         if plugin:
-            plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache),)
-        # The memory callbacks need one TCG thread; pacing cores needs one per vCPU.
-        self.paces_cores = plugin and topology.heterogeneous_cores
-        single = (tcg_single_thread or plugin) and not self.paces_cores
+            plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache,
+                                     mttcg=self.mttcg, memory=self.feels_memory),)
+        single = not self.mttcg
         self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
                      append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout,
                      tlb_reach_ms=tlb_reach_ms)
@@ -151,6 +164,8 @@ class EmulatedMachine:
                 for r in layout.cxl_window_ranges(iomem, self.topology):
                     self.control.add_range(r.base, r.end, r.node)
                     self.ranges.append(r)
+            if self.mttcg and self.feels_memory:
+                self.control.arm()  # the memory map is settled: PCI and the CXL region are set up
         guest_binary.install(self.vm.shell, PROBE_SOURCE, GUEST_PROBE)
         if self.paces_cores:
             self.set_paces(nominal_paces(self.topology))
@@ -165,12 +180,20 @@ class EmulatedMachine:
         cpu_node = next(n.id for n in self.topology.nodes if n.cpus)
         out = self.vm.shell.run(f"numactl --membind={node} --cpunodebind={cpu_node} "
                                 f"{GUEST_PROBE} {mode} {size_mib} {passes}", timeout=600).stdout
-        return _ns_per_op(out)
+        return ns_per_op(out)
 
     def set_paces(self, pace: dict[int, int]) -> None:
         """Run each vCPU in `pace` at that many thousandths of the emulator's speed."""
         for cpu, permille in pace.items():
             self.control.request(f"speed {int(cpu)} {int(permille)}")
+
+    def run_chases(self, node: int, cpus: list[int], size_mib: int = 32, passes: int = 1) -> dict[int, float]:
+        """ns per load of a chase over memory `node`, one pinned to each of `cpus`, all started together."""
+        starts = " ".join(f"numactl --membind={int(node)} --physcpubind={int(cpu)} {GUEST_PROBE} chase "
+                          f"{int(size_mib)} {int(passes)} > /tmp/chase.{int(cpu)} &" for cpu in cpus)
+        self.vm.shell.run(f"{starts} wait", timeout=600)
+        out = self.vm.shell.run(" ".join(["cat", *(f"/tmp/chase.{int(cpu)}" for cpu in cpus)])).stdout
+        return {cpu: ns_per_op(line) for cpu, line in zip(cpus, out.splitlines(), strict=True)}
 
     def run_spins(self, millions: dict[int, int]) -> dict[int, float]:
         """ns per step of a register-only loop pinned to each vCPU given, all at once: {vCPU: ns}.
@@ -183,7 +206,7 @@ class EmulatedMachine:
                           for cpu, m in millions.items())
         self.vm.shell.run(f"{starts} wait", timeout=600)
         out = self.vm.shell.run(" ".join(["cat", *(f"/tmp/spin.{int(cpu)}" for cpu in millions)])).stdout
-        return {cpu: _ns_per_op(line) for cpu, line in zip(millions, out.splitlines(), strict=True)}
+        return {cpu: ns_per_op(line) for cpu, line in zip(millions, out.splitlines(), strict=True)}
 
     def close(self) -> None:
         if self.control is not None:

@@ -22,16 +22,23 @@
  * speed s < 1 owes (1/s - 1) ns of sleep for every ns of CPU time its thread
  * spends running it, so its instruction rate is s times what it would be;
  * sleeps, halts and host preemption are no CPU time and never count.  This
- * needs one thread per vCPU (`-accel tcg,thread=multi`, with `mem=0`): with
- * one TCG thread a sleep would stall every vCPU, and QEMU then reports to a
- * callback the vCPU that translated the block, not the one running it (its
- * plugin-gen.c compiles the index in as a constant without CF_PARALLEL).
+ * needs one thread per vCPU (`-accel tcg,thread=multi`, with `mem=0` or
+ * `threads=multi`): with one TCG thread a sleep would stall every vCPU, and
+ * QEMU then reports to a callback the vCPU that translated the block, not the
+ * one running it (its plugin-gen.c compiles the index in as a constant
+ * without CF_PARALLEL).
  *
- * Memory latency needs `-accel tcg,thread=single`: the cache model and
- * counters are not thread-safe, and qemu_plugin_get_hwaddr crashed
- * multi-threaded TCG.  So a machine gets felt memory latency or felt core
- * speeds, not both; per-vCPU memory counters under one thread are by
- * translating vCPU, only a rough split.
+ * Memory latency under one TCG thread (`-accel tcg,thread=single`, the
+ * default) or one per vCPU (`threads=multi`).  Under one thread every vCPU
+ * shares that thread's sleeps, and per-vCPU memory counters are by
+ * translating vCPU, only a rough split.  Under multi-threaded TCG each vCPU
+ * thread owes and sleeps off its own debt, follows its own streams (a core's
+ * prefetcher) and counts its own accesses, exactly; the cache model, shared
+ * like a last-level cache, is locked per set.  QEMU 10.0's
+ * qemu_plugin_get_hwaddr can abort in iotlb_to_section under MTTCG while the
+ * memory map still changes (PCI and CXL set-up at boot: a vCPU may hold a TLB
+ * entry of an older map), so with threads=multi the memory callbacks return
+ * before the lookup until the host sends `arm`, once the guest is up.
  *
  * Arguments (QEMU splits them at commas):
  *   range=BASE:END:NODE   guest physical [BASE, END) in hex belongs to NODE (repeatable)
@@ -42,6 +49,8 @@
  *   credit_cap_ns=N       host-CPU wait carried as credit, at most (default 5 ms)
  *   speed=VCPU:PERMILLE   run VCPU at PERMILLE/1000 of the emulator's speed (repeatable)
  *   mem=0                 no memory callbacks: core pacing only (multi-threaded TCG)
+ *   threads=multi         QEMU runs a TCG thread per vCPU: lock the cache model, and
+ *                         count and delay nothing until `arm`
  *   pace_batch_ns=N       a slow vCPU sleeps once it owes N ns (default 1 ms)
  *   sock=PATH             control socket (optional)
  *
@@ -50,6 +59,7 @@
  *                            host ns holding the TCG thread, "ran_ns")
  *   reset                 -> ok
  *   flush                 -> ok  (empty the cache model before the next access)
+ *   arm                   -> ok  (threads=multi: start looking accesses up)
  *   delay NODE READ WRITE -> ok  (change a node's delays while running)
  *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
  *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
@@ -144,20 +154,28 @@ static volatile uint64_t delay_ns[MAX_NODES][2]; /* [node][0 read, 1 write] */
 static uint64_t stream_ppm[MAX_NODES][2]; /* set to PPM (no discount) at install */
 #define STREAMS 16 /* sequential streams followed at once, as a hardware prefetcher tracks */
 #define STREAM_TRAIN 2 /* lines in a row before a stream is served at bandwidth */
-static struct { uint64_t next_line, run; } streams[STREAMS];
-static unsigned stream_victim;
+/* Per TCG thread: one thread holds every vCPU under thread=single, so nothing
+ * changes there; under threads=multi each vCPU keeps its own, as each core does. */
+static __thread struct { uint64_t next_line, run; } streams[STREAMS];
+static __thread unsigned stream_victim;
 
 static unsigned line_shift = 6, ways = 16;
 static uint64_t n_sets, set_mask, cache_kib = 16 * 1024;
 static uint64_t *tags; /* n_sets * ways line numbers + 1 (0 = empty), MRU first */
+#define SET_LOCKS 256 /* threads=multi: sets are locked in stripes */
+static pthread_spinlock_t set_locks[SET_LOCKS];
+static bool multi;               /* threads=multi */
+static bool armed = true;        /* threads=multi starts false; `arm` sets it */
+static unsigned flush_generation; /* bumped by `flush`; each thread drops its own state on a change */
 
 static uint64_t batch_ns = 20000;
 static uint64_t credit_cap_ns = 5000000; /* the most host-CPU wait carried ahead as credit */
-static int64_t debt_ns; /* may go negative: oversleep is credit */
-static uint64_t slept_ns, sleeps, credited_ns;
+static __thread int64_t debt_ns; /* per TCG thread; may go negative: oversleep is credit */
+static uint64_t slept_ns, sleeps, credited_ns; /* every thread's, added atomically */
 
-/* Written only by the (single) vCPU thread; the control thread reads them and
- * keeps a baseline for "reset", so no counter is ever written by two threads. */
+/* Written only by the thread running (thread=single: translating) that vCPU; the
+ * control thread reads them and keeps a baseline for "reset", so no counter is
+ * ever written by two threads. */
 static struct counters count[MAX_VCPUS][MAX_NODES + 1];
 static struct counters base[MAX_VCPUS][MAX_NODES + 1];
 static uint64_t slept_base, sleeps_base, credited_base;
@@ -198,27 +216,15 @@ static inline int classify(uint64_t pa)
     return OTHER;
 }
 
-/* Set by the control thread, acted on by the one thread that emulates memory
- * (thread=single), so the cache model never has two writers. */
+/* `flush` under thread=single: the control thread asks, the one thread that
+ * emulates memory empties the tags, so the cache model never has two writers.
+ * Under threads=multi the control thread empties them itself, holding every
+ * set lock (see answer). */
 static bool flush_requested;
 
-/* True on a hit. LRU by keeping each set's ways in recency order. */
-static inline bool cache_access(uint64_t pa)
+/* Look `line` up in its set and make it most recent.  True on a hit. */
+static inline bool set_access(uint64_t *set, uint64_t line)
 {
-    static uint64_t last_line;
-    uint64_t line = (pa >> line_shift) + 1;
-    if (__atomic_load_n(&flush_requested, __ATOMIC_ACQUIRE)) {
-        memset(tags, 0, n_sets * ways * sizeof(*tags));
-        memset(streams, 0, sizeof(streams));
-        last_line = 0;
-        __atomic_store_n(&flush_requested, false, __ATOMIC_RELEASE);
-    }
-    if (line == last_line) {
-        return true; /* already most recent in its set: nothing to update (stack, sequential words) */
-    }
-    last_line = line;
-    uint64_t index = set_mask ? line & set_mask : line % n_sets; /* a mask where sets are a power of two */
-    uint64_t *set = tags + index * ways;
     for (unsigned w = 0; w < ways; w++) {
         if (set[w] == line) {
             memmove(set + 1, set, w * sizeof(*set));
@@ -229,6 +235,37 @@ static inline bool cache_access(uint64_t pa)
     memmove(set + 1, set, (ways - 1) * sizeof(*set));
     set[0] = line;
     return false;
+}
+
+/* True on a hit. LRU by keeping each set's ways in recency order. */
+static inline bool cache_access(uint64_t pa)
+{
+    static __thread uint64_t last_line;
+    static __thread unsigned seen_generation;
+    uint64_t line = (pa >> line_shift) + 1;
+    if (!multi && __atomic_load_n(&flush_requested, __ATOMIC_ACQUIRE)) {
+        memset(tags, 0, n_sets * ways * sizeof(*tags));
+        __atomic_store_n(&flush_requested, false, __ATOMIC_RELEASE);
+    }
+    unsigned generation = __atomic_load_n(&flush_generation, __ATOMIC_ACQUIRE);
+    if (generation != seen_generation) {
+        memset(streams, 0, sizeof(streams));
+        last_line = 0;
+        seen_generation = generation;
+    }
+    if (line == last_line) {
+        return true; /* most recent in its set (for this thread): nothing to update (stack, sequential words) */
+    }
+    last_line = line;
+    uint64_t index = set_mask ? line & set_mask : line % n_sets; /* a mask where sets are a power of two */
+    if (!multi) {
+        return set_access(tags + index * ways, line);
+    }
+    pthread_spinlock_t *lock = &set_locks[index % SET_LOCKS];
+    pthread_spin_lock(lock);
+    bool hit = set_access(tags + index * ways, line);
+    pthread_spin_unlock(lock);
+    return hit;
 }
 
 /* True if `line` (a miss) continues a trained stream: it follows STREAM_TRAIN
@@ -284,7 +321,7 @@ static uint64_t run_delay_ns(void)
 static void pay_debt(void)
 {
     static __thread bool slack_set;
-    static uint64_t waited_mark;
+    static __thread uint64_t waited_mark;
     if (!slack_set) {
         prctl(PR_SET_TIMERSLACK, 1UL); /* default 50 us slack would dwarf a 20 us batch */
         slack_set = true;
@@ -297,7 +334,7 @@ static void pay_debt(void)
     if (debt_ns < -(int64_t)credit_cap_ns) {
         debt_ns = -(int64_t)credit_cap_ns;
     }
-    credited_ns += before - debt_ns;
+    __atomic_fetch_add(&credited_ns, (uint64_t)(before - debt_ns), __ATOMIC_RELAXED);
     if (debt_ns <= 0) {
         return;
     }
@@ -306,8 +343,8 @@ static void pay_debt(void)
     nanosleep(&ts, NULL);
     uint64_t slept = now_ns() - start;
     debt_ns -= (int64_t)slept;
-    slept_ns += slept;
-    sleeps++;
+    __atomic_fetch_add(&slept_ns, slept, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&sleeps, 1, __ATOMIC_RELAXED);
     waited_mark = run_delay_ns(); /* a wait to run again after the sleep is in `slept` already */
 }
 
@@ -363,14 +400,17 @@ static void vcpu_stops(uint64_t now)
 
 static void on_idle(qemu_plugin_id_t id, unsigned int vcpu)
 {
-    if ((int)vcpu == running_vcpu) {
+    if (!multi && (int)vcpu == running_vcpu) {
         vcpu_stops(now_ns());
     }
 }
 
 static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr, void *udata)
 {
-    if ((int)vcpu != running_vcpu && vcpu < MAX_VCPUS) {
+    if (!__atomic_load_n(&armed, __ATOMIC_RELAXED)) {
+        return; /* threads=multi before `arm`: no lookup while the memory map may still change */
+    }
+    if (!multi && (int)vcpu != running_vcpu && vcpu < MAX_VCPUS) {
         uint64_t now = now_ns();
         vcpu_stops(now);
         running_vcpu = (int)vcpu;
@@ -534,8 +574,10 @@ static size_t format_config(char *out, size_t size)
     }
     return len + snprintf(out + len, size - len,
                           "],\"cache_kib\":%" PRIu64 ",\"line\":%u,\"ways\":%u,\"sets\":%" PRIu64
-                          ",\"batch_ns\":%" PRIu64 ",\"credit_cap_ns\":%" PRIu64 "}\n",
-                          cache_kib, 1u << line_shift, ways, n_sets, batch_ns, credit_cap_ns);
+                          ",\"batch_ns\":%" PRIu64 ",\"credit_cap_ns\":%" PRIu64
+                          ",\"threads\":\"%s\",\"armed\":%s}\n",
+                          cache_kib, 1u << line_shift, ways, n_sets, batch_ns, credit_cap_ns,
+                          multi ? "multi" : "single", __atomic_load_n(&armed, __ATOMIC_ACQUIRE) ? "true" : "false");
 }
 
 static bool add_range(uint64_t lo, uint64_t hi, int node)
@@ -570,6 +612,23 @@ static bool set_speed(int vcpu, uint64_t permille, bool at_start)
     return true;
 }
 
+/* Empty the cache model and every thread's streams (each drops its own on its next access). */
+static void flush_cache(void)
+{
+    if (multi) {
+        for (int i = 0; i < SET_LOCKS; i++) {
+            pthread_spin_lock(&set_locks[i]);
+        }
+        memset(tags, 0, n_sets * ways * sizeof(*tags));
+        for (int i = SET_LOCKS - 1; i >= 0; i--) {
+            pthread_spin_unlock(&set_locks[i]);
+        }
+    } else {
+        __atomic_store_n(&flush_requested, true, __ATOMIC_RELEASE);
+    }
+    __atomic_fetch_add(&flush_generation, 1, __ATOMIC_RELEASE);
+}
+
 static size_t answer(const char *request, char *out, size_t size)
 {
     int node;
@@ -599,7 +658,11 @@ static size_t answer(const char *request, char *out, size_t size)
         return snprintf(out, size, "ok\n");
     }
     if (strncmp(request, "flush", 5) == 0) {
-        __atomic_store_n(&flush_requested, true, __ATOMIC_RELEASE);
+        flush_cache();
+        return snprintf(out, size, "ok\n");
+    }
+    if (strncmp(request, "arm", 3) == 0) {
+        __atomic_store_n(&armed, true, __ATOMIC_RELEASE);
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "delay %d %" SCNu64 " %" SCNu64, &node, &a, &b) == 3 && set_delay(node, a, b)) {
@@ -730,6 +793,11 @@ static bool parse_arg(const char *arg)
     if (sscanf(arg, "speed=%d:%" SCNu64, &node, &rd) == 2) {
         return set_speed(node, rd, true);
     }
+    if (strcmp(arg, "threads=multi") == 0 || strcmp(arg, "threads=single") == 0) {
+        multi = arg[8] == 'm';
+        armed = !multi;
+        return true;
+    }
     if (strcmp(arg, "mem=0") == 0 || strcmp(arg, "mem=1") == 0) {
         mem_cbs = arg[4] == '1';
         return true;
@@ -782,6 +850,9 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
     if (!tags) {
         say("llamas-latency: no memory for the cache model (%s)\n", "calloc");
         return -1;
+    }
+    for (int i = 0; i < SET_LOCKS; i++) {
+        pthread_spin_init(&set_locks[i], PTHREAD_PROCESS_PRIVATE);
     }
     if (pacing && info->version.cur < 3) {
         say("llamas-latency: pacing cores needs plugin API 3 (QEMU 9.1 or newer)%s\n", "");

@@ -1,6 +1,6 @@
 """`testbed probe-latency TOPOLOGY [--json]`: does each node feel as slow as the topology says?
 
-Boots the topology in emulated mode (TCG, one thread, latency plugin),
+Boots the topology in emulated mode (TCG, one thread or with --mttcg one per vCPU, latency plugin),
 calibrates once per host and image and trims the delays once per topology
 (both cached), then runs a pointer chase and a store loop bound to each node
 (numactl --membind=N --cpunodebind=<CPU node>) and reports per node the
@@ -73,7 +73,7 @@ def measure_nodes(machine: EmulatedMachine, targets: dict[int, tuple[int, int]],
 
 
 def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int = calibrate.REPEATS,
-                  recalibrate: bool = False, console: Console | None = None) -> ProbeResult:
+                  recalibrate: bool = False, mttcg: bool = False, console: Console | None = None) -> ProbeResult:
     """Boot `topology_name` in emulated mode, measure every node, print a table or JSON; return the result."""
     console = console or Console(stderr=True)
     topo: Topology = load(resolve(topology_name))
@@ -81,7 +81,7 @@ def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int
     host.ensure()
     img = image.ensure(console)
     with console.status(f"booting {topo.name} in emulated latency mode (TCG, latency plugin)"):
-        machine = EmulatedMachine(topo, img, cache=CacheModel()).__enter__()
+        machine = EmulatedMachine(topo, img, cache=CacheModel(), mttcg=mttcg).__enter__()
     try:
         with console.status("calibrating against TCG's own speed (once per host and image)"):
             cal = calibrate.ensure(machine, force=recalibrate)
@@ -120,7 +120,7 @@ def _print(result: ProbeResult, cal: calibrate.Calibration, trimmed: trim.Trim, 
 
 
 def cmd_probe_latency(args: argparse.Namespace) -> int:
-    probe_latency(args.topology, args.json, repeats=args.repeats, recalibrate=args.recalibrate)
+    probe_latency(args.topology, args.json, repeats=args.repeats, recalibrate=args.recalibrate, mttcg=args.mttcg)
     return 0
 
 
@@ -129,6 +129,7 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--repeats", type=int, default=calibrate.REPEATS, help="runs per node and kind (median)")
     parser.add_argument("--recalibrate", action="store_true", help="measure TCG's speed again, ignoring the cache")
+    parser.add_argument("--mttcg", action="store_true", help="a TCG thread per vCPU (calibrated apart)")
     parser.set_defaults(func=cmd_probe_latency)
 
 
@@ -138,7 +139,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: probe-latency TOPOLOGY [--json] [--repeats N] [--recalibrate]."""
+    """CLI: probe-latency TOPOLOGY [--json] [--repeats N] [--recalibrate] [--mttcg]."""
     parser = argparse.ArgumentParser(prog="testbed probe-latency", description=__doc__.splitlines()[0])
     _add_arguments(parser)
     args = parser.parse_args(argv)

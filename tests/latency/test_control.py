@@ -122,6 +122,17 @@ def test_pacing_arguments_load_and_speeds_change_while_running(tmp_path):
 
 
 @needs_qemu
+def test_under_mttcg_the_plugin_looks_nothing_up_until_armed(tmp_path):
+    with machineless_qemu(tmp_path / "ctl.sock", ["threads=multi", "range=0:40000000:0"], "multi") as control:
+        assert (control.config()["threads"], control.config()["armed"]) == ("multi", False)
+        control.arm()
+        control.flush()  # under MTTCG the control thread empties the cache model itself, under every set lock
+        assert control.config()["armed"] is True
+    with machineless_qemu(tmp_path / "ctl2.sock", []) as control:
+        assert (control.config()["threads"], control.config()["armed"]) == ("single", True)
+
+
+@needs_qemu
 def test_speeds_cannot_be_set_while_running_without_pacing_at_start(plugin_qemu):
     with pytest.raises(ControlError, match="plugin refused"):
         plugin_qemu.request("speed 0 500")

@@ -19,9 +19,18 @@ def test_a_uniform_machine_gets_no_pacing(load_topology):
 
 def test_slow_vcpus_boot_armed_at_full_speed_without_memory_callbacks(load_topology):
     topo = load_topology("hybrid-cores")
-    assert speed_args(topo) == ["mem=0", "speed=2:1000", "speed=3:1000"]
-    option = plugin_option(Path("/p.so"), Path("/s"), topo, {}, CacheModel())
-    assert option.startswith("/p.so,sock=/s,") and option.endswith(",mem=0,speed=2:1000,speed=3:1000")
+    assert speed_args(topo) == ["speed=2:1000", "speed=3:1000"]
+    option = plugin_option(Path("/p.so"), Path("/s"), topo, {}, CacheModel(), mttcg=True, memory=False)
+    assert option.startswith("/p.so,sock=/s,") and option.endswith(",speed=2:1000,speed=3:1000")
+    assert ",threads=multi," in option and ",mem=0," in option
+
+
+def test_memory_latency_under_mttcg_asks_the_plugin_to_lock_and_wait_for_arm(load_topology):
+    topo = load_topology("dram-nvm")
+    single = plugin_option(Path("/p.so"), Path("/s"), topo, {1: (900, 6000)}, CacheModel()).split(",")
+    multi = plugin_option(Path("/p.so"), Path("/s"), topo, {1: (900, 6000)}, CacheModel(), mttcg=True).split(",")
+    assert "threads=multi" not in single and "mem=0" not in single
+    assert sorted(multi) == sorted([*single, "threads=multi"])
 
 
 def test_nominal_paces_are_the_file_speeds_in_thousandths(load_topology):
