@@ -246,8 +246,9 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     # calibrated and trimmed without tlb-reach (_tlb_reach), under the matrix's threading
     with EmulatedMachine(topo, image, mttcg=mttcg) as machine:
         shell = machine.vm.shell
-        evaluation.manifest.plugin.setdefault(name, {})["tcg_threads"] = evaluation.matrix.tcg_threads
-        delays, k = _delays(machine, evaluation)
+        delays, k = _delays(machine, evaluation)  # sets the topology's plugin record afresh
+        # what the machine ran: cores of different speed need a TCG thread per vCPU whatever the matrix says
+        evaluation.manifest.plugin.setdefault(name, {})["tcg_threads"] = "multi" if machine.mttcg else "single"
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
         evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)
         bench = Bench(machine, fast, slow, delays, {n: (0, 0) for n in delays},

@@ -82,6 +82,7 @@ def test_manifest_records_the_matrix_machine_and_calibration(tiny):
     assert plugin["calibration"]["slope_read"] > 0 and set(plugin["delays_ns"]) == {"0", "1"}
     assert plugin["trim"]["delays_ns"] == plugin["delays_ns"] and set(plugin["trim"]["felt_ns"]) == {"0", "1"}
     assert plugin["fast_node_held_mib"] > 0
+    assert plugin["tcg_threads"] == "single"  # the default
     assert plugin["baseline_knobs"]["/proc/sys/kernel/numa_balancing"] == "0"
     assert json.loads((tiny[0] / "manifest.json").read_text())["command"][-3:] == ["tiny", "--out", str(tiny[0])]
 

@@ -48,3 +48,4 @@ def test_manifest_records_the_core_speeds_and_paces(mixed):
     assert plugin["core_speeds"] == {"0": 1.0, "1": 1.0, "2": 0.4, "3": 0.4}
     assert set(plugin["pace_permille"]) == {"2", "3"}
     assert all(1 <= p <= 1000 for p in plugin["pace_permille"].values())
+    assert plugin["tcg_threads"] == "multi"  # pacing needs a TCG thread per vCPU
