@@ -112,7 +112,12 @@ def ns_per_op(line: str) -> float:
 
 
 class EmulatedMachine:
-    """Context manager: a booted, checked guest with the plugin and its control connection."""
+    """Context manager: a booted, checked guest with the plugin and its control connection.
+
+    `mttcg`: a TCG thread per vCPU, the plugin armed once the guest is up (`mttcg` is then
+    True; so it is for cores of different speed, which need it); `feels_memory`: the
+    plugin's memory callbacks run (all but a paced machine without `mttcg`).
+    """
 
     def __init__(self, topology: Topology, image: GuestImage, delays: Delays | None = None,
                  cache: CacheModel = CacheModel(), boot_timeout: float = 300.0, plugin: bool = True,
