@@ -34,7 +34,7 @@
  * translating vCPU, only a rough split.  Under multi-threaded TCG each vCPU
  * thread owes and sleeps off its own debt, follows its own streams (a core's
  * prefetcher) and counts its own accesses, exactly; the cache model, shared
- * like a last-level cache, is locked per set.  QEMU 10.0's
+ * like a last-level cache, is locked per stripe of sets.  QEMU 10.0's
  * qemu_plugin_get_hwaddr can abort in iotlb_to_section under MTTCG while the
  * memory map still changes (PCI and CXL set-up at boot: a vCPU may hold a TLB
  * entry of an older map), so with threads=multi the memory callbacks return
@@ -166,7 +166,10 @@ static uint64_t *tags; /* n_sets * ways line numbers + 1 (0 = empty), MRU first 
 static pthread_spinlock_t set_locks[SET_LOCKS];
 static bool multi;               /* threads=multi */
 static bool armed = true;        /* threads=multi starts false; `arm` sets it */
-static unsigned flush_generation; /* bumped by `flush`; each thread drops its own state on a change */
+/* Bumped by `flush`; each thread drops its own streams on a change.  Under thread=single the
+ * one thread that emulates memory also empties the tags then, so the cache model never has
+ * two writers; under threads=multi the control thread empties them, under every set lock. */
+static unsigned flush_generation;
 
 static uint64_t batch_ns = 20000;
 static uint64_t credit_cap_ns = 5000000; /* the most host-CPU wait carried ahead as credit */
@@ -216,12 +219,6 @@ static inline int classify(uint64_t pa)
     return OTHER;
 }
 
-/* `flush` under thread=single: the control thread asks, the one thread that
- * emulates memory empties the tags, so the cache model never has two writers.
- * Under threads=multi the control thread empties them itself, holding every
- * set lock (see answer). */
-static bool flush_requested;
-
 /* Look `line` up in its set and make it most recent.  True on a hit. */
 static inline bool set_access(uint64_t *set, uint64_t line)
 {
@@ -243,12 +240,11 @@ static inline bool cache_access(uint64_t pa)
     static __thread uint64_t last_line;
     static __thread unsigned seen_generation;
     uint64_t line = (pa >> line_shift) + 1;
-    if (!multi && __atomic_load_n(&flush_requested, __ATOMIC_ACQUIRE)) {
-        memset(tags, 0, n_sets * ways * sizeof(*tags));
-        __atomic_store_n(&flush_requested, false, __ATOMIC_RELEASE);
-    }
     unsigned generation = __atomic_load_n(&flush_generation, __ATOMIC_ACQUIRE);
     if (generation != seen_generation) {
+        if (!multi) {
+            memset(tags, 0, n_sets * ways * sizeof(*tags));
+        }
         memset(streams, 0, sizeof(streams));
         last_line = 0;
         seen_generation = generation;
@@ -612,7 +608,7 @@ static bool set_speed(int vcpu, uint64_t permille, bool at_start)
     return true;
 }
 
-/* Empty the cache model and every thread's streams (each drops its own on its next access). */
+/* Empty the cache model and every thread's streams (see flush_generation). */
 static void flush_cache(void)
 {
     if (multi) {
@@ -623,8 +619,6 @@ static void flush_cache(void)
         for (int i = SET_LOCKS - 1; i >= 0; i--) {
             pthread_spin_unlock(&set_locks[i]);
         }
-    } else {
-        __atomic_store_n(&flush_requested, true, __ATOMIC_RELEASE);
     }
     __atomic_fetch_add(&flush_generation, 1, __ATOMIC_RELEASE);
 }
