@@ -1,5 +1,6 @@
 """PNG plots of an evaluation: each figure (throughput, p99, ...) per policy per topology, and which node served the traffic;
-for time-based runs, throughput and the fast node's share of the misses over time.
+for time-based runs, throughput and the fast node's share of the misses over time, and where a workload
+counts its hot set, the share of it on the fast node over time.
 
 Figures are built with matplotlib's object API (no pyplot, no global
 state), so they can be inspected in tests and saved without a display.
@@ -17,7 +18,7 @@ from .results import Run
 from .summary import Row
 
 THROUGHPUT_PNG, NODE_SHARE_PNG = "throughput.png", "node-share.png"
-THROUGHPUT_TIME_PNG, SHARE_TIME_PNG = "throughput-time.png", "share-time.png"
+THROUGHPUT_TIME_PNG, SHARE_TIME_PNG, HOT_TIME_PNG = "throughput-time.png", "share-time.png", "hot-time.png"
 BAR_SPAN = 0.8  # of each group's width on the x axis
 BIN_S = 1.0     # over-time plots: one point per second (ticks are finer, and noisier)
 
@@ -130,6 +131,10 @@ def write(directory: Path, rows: list[Row], runs: list[Run], fast_nodes: dict[st
                                                        "operations per second")))
         figures.append((SHARE_TIME_PNG, over_time(
             runs, lambda r: r.series.share(fast_nodes.get(r.topology, 0), BIN_S), "fast node's share of misses")))
+    if any(r.ok and r.series is not None and r.series.census for r in runs):
+        figures.append((HOT_TIME_PNG, over_time(
+            [r for r in runs if r.series is not None and r.series.census],
+            lambda r: r.series.placed(fast_nodes.get(r.topology, 0)), "hot set on the fast node")))
     for name, fig in figures:
         fig.savefig(directory / name, dpi=110)
         written.append(directory / name)

@@ -24,7 +24,8 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 5  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer
+SCHEMA_VERSION = 6  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts")
@@ -110,6 +111,10 @@ class Run(BaseModel):
         total = sum(counts.values())
         return {n: v / total for n, v in sorted(counts.items())} if total else {}
 
+
+    def hot_placed(self, node: int) -> float | None:
+        """Share of the workload's hot set on `node` at its last census (None without a census)."""
+        return self.series.final_placed(node) if self.series is not None else None
 
     def fast_share(self, node: int) -> float | None:
         """Share of the misses that `node` served: in the steady state for a time-based run, else over the run."""

@@ -55,7 +55,7 @@ from . import (
 from .matrix import Matrix, RunKey
 from .sampler import Sampler
 from .series import Series
-from .workload import Workload, ticks
+from .workload import Workload, census, ticks
 from .workload import roles as workload_roles
 
 log = logging.getLogger(__name__)
@@ -380,8 +380,7 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
     run.figures = workload.parse(output)
     if matrix.duration_s is not None:
         run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.host_phases(bench.time_scale)[0],
-                            ops=ticks(output),
-                            misses=sampler.points)
+                            ops=ticks(output), misses=sampler.points, census=census(output))
         steady = run.series.steady_rate()
         if steady is None:
             raise guest_process.GuestProcessError(f"{proc.tag} printed no progress past the warm-up "

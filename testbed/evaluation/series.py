@@ -5,7 +5,10 @@ the harness reads the plugin's per-node counters on its own ticks of the same
 length.  Both are cumulative and timed from the start of the timed phase, so
 any window's rate is a difference of two interpolated points: the steady
 state is the window after the warm-up, when reactive policies (NUMA balancing,
-DAMON) have had their time to converge.
+DAMON) have had their time to converge.  A workload that knows its hot set
+(the skewed kernel) also prints a census now and then: which node holds a
+sample of its hot pages and of the rest, so a reader sees where a policy put
+the hot set, not only what share of the traffic the fast node served.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Series(BaseModel):
     ops: list[tuple[float, int]] = Field(default_factory=list, description="(seconds, operations so far)")
     misses: list[tuple[float, dict[int, int]]] = Field(
         default_factory=list, description="(seconds, misses so far per node), node -1 outside every node")
+    census: list[tuple[float, dict[str, dict[int, int]]]] = Field(
+        default_factory=list, description="(seconds, {'hot'|'cold': {node: sampled pages there}})")
 
     def node_points(self, node: int) -> list[Point]:
         return [(t, per.get(node, 0)) for t, per in self.misses]
@@ -74,6 +79,17 @@ class Series(BaseModel):
         total = rate(self.total_points(), self.warmup_s)
         mine = rate(self.node_points(node), self.warmup_s)
         return None if not total or mine is None else mine / total
+
+    def placed(self, node: int, cls: str = "hot") -> list[Point]:
+        """(seconds, share of the class's sampled pages on `node`) at each census, the time on the tick grid
+        (a census follows a tick; repeats then line up for a median)."""
+        return [(round(round(t / self.tick_s) * self.tick_s, 6), per[cls].get(node, 0) / total)
+                for t, per in self.census if (total := sum(per[cls].values()))]
+
+    def final_placed(self, node: int, cls: str = "hot") -> float | None:
+        """The share of the class on `node` at the last census (the end of the run), if any."""
+        points = self.placed(node, cls)
+        return points[-1][1] if points else None
 
     def throughput(self, width: float) -> list[Point]:
         """(bin end, operations per second in the bin)."""

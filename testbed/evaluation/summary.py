@@ -4,7 +4,9 @@ Spread is given both ways: min..max over the repeats and the interquartile
 range.  `clear` says whether a policy's range lies wholly above or below the
 default's (no overlap): a difference larger than the spread across repeats.
 `fast_share` is the median share of memory traffic (the plugin's misses)
-served by the topology's fastest node (after the warm-up, for a time-based run).  Ratios are policy median / default
+served by the topology's fastest node (after the warm-up, for a time-based run); `hot_on_fast`
+the median share of the workload's hot set found on that node by its last census (a workload
+that knows its hot set: the skewed kernel).  Ratios are policy median / default
 median, so above 1 is better for throughput-like figures.  `others_share` is the median share of
 the host core that vCPUs other than the workload's held in the timed phase: under one TCG
 thread a kernel thread on another vCPU (kswapd, kdamond) runs instead of the workload, where
@@ -46,6 +48,7 @@ class Row:
     ratio: float | None
     clear: str          # "above", "below", "overlap" (against default), or "" (no comparison)
     fast_share: float | None
+    hot_on_fast: float | None = None   # of the hot set's sampled pages, at the last census
     # What the kernel did in the timed phase (medians over the runs): did a reactive policy act at all?
     hint_faults: float | None = None
     promoted: float | None = None      # pages (pgpromote_success)
@@ -104,10 +107,12 @@ def _kernel(runs: list[Run]) -> dict[str, float | None]:
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
     values = sorted(v for v in (r.figures.get(figure) for r in runs if r.ok) if v is not None)
     shares = [s for s in (r.fast_share(fast_node) for r in runs if r.ok) if s is not None]
+    placed = [s for s in (r.hot_placed(fast_node) for r in runs if r.ok) if s is not None]
     stats = (statistics.median(values), values[0], values[-1], *quartiles(values)) if values else (None,) * 5
     return Row(*key, figure=figure, runs=len(runs), failed=len(runs) - len(values),
                median=stats[0], minimum=stats[1], maximum=stats[2], q1=stats[3], q3=stats[4], ratio=None,
-               clear="", fast_share=statistics.median(shares) if shares else None, **_kernel(runs))
+               clear="", fast_share=statistics.median(shares) if shares else None,
+               hot_on_fast=statistics.median(placed) if placed else None, **_kernel(runs))
 
 
 def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Row]:
@@ -147,10 +152,12 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
     """A rich table of the rows (the agent's column only where an enforcing policy ran)."""
     t = Table(title=title)
     agent = any(r.agent_moved_mib is not None for r in rows)
+    census = any(r.hot_on_fast is not None for r in rows)
     for name, justify in (("topology", "left"), ("workload", "left"), ("figure", "left"), ("policy", "left"),
                           ("runs", "right"),
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right"),
+                          *([("hot set on fast", "right")] if census else []),
                           ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right"),
                           *([("agent: moved MiB, CPU", "right")] if agent else [])):
         t.add_column(name, justify=justify)
@@ -158,10 +165,15 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
         runs = f"{r.runs - r.failed}/{r.runs}"
         t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
                   f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
-                  r.clear or "-", "-" if r.fast_share is None else f"{r.fast_share:.1%}", _kernel_cell(r),
-                  "-" if r.others_share is None else f"{r.others_share:.1%}",
+                  r.clear or "-", _percent(r.fast_share),
+                  *([_percent(r.hot_on_fast)] if census else []), _kernel_cell(r),
+                  _percent(r.others_share),
                   *([_agent_cell(r)] if agent else []))
     return t
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _agent_cell(r: Row) -> str:

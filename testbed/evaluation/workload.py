@@ -41,6 +41,7 @@ Param = int | float | str
 READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
 TICK_RE = re.compile(r"^tick t=(\d+(?:\.\d+)?) ops=(\d+)$", re.MULTILINE)
 DURATION_KEYS = frozenset({"seconds", "tick_ms"})
+CENSUS_RE = re.compile(r"^census t=(\d+(?:\.\d+)?) hot=([\d:,]*) cold=([\d:,]*) ms=\d+(?:\.\d+)?$", re.MULTILINE)
 ROLES_RE = re.compile(r"^roles latency=(\d+(?:,\d+)*) batch=(\d+(?:,\d+)*)$", re.MULTILINE)
 
 
@@ -178,6 +179,17 @@ def ready_pid(output: str) -> int | None:
 def ticks(output: str) -> list[tuple[float, int]]:
     """The progress ticks of a time-based run: (seconds since its timed phase began, operations so far)."""
     return [(float(t), int(ops)) for t, ops in TICK_RE.findall(output)]
+
+
+def census(output: str) -> list[tuple[float, dict[str, dict[int, int]]]]:
+    """A program's census lines: (seconds, {"hot": {node: pages}, "cold": {node: pages}}), sampled pages.
+
+    A census the kernel refused (`hot=error:E`) is left out rather than read as no pages anywhere.
+    """
+    def nodes(text: str) -> dict[int, int]:
+        return {int(node): int(pages) for node, pages in (item.split(":") for item in text.split(",") if item)}
+
+    return [(float(t), {"hot": nodes(hot), "cold": nodes(cold)}) for t, hot, cold in CENSUS_RE.findall(output)]
 
 
 def roles(output: str) -> dict[str, list[int]] | None:

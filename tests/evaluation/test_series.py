@@ -47,3 +47,14 @@ def test_a_series_round_trips_through_json_with_integer_nodes():
     s = Series(tick_s=0.25, warmup_s=2, ops=OPS, misses=[(0.5, {0: 1, 1: 2})])
     back = Series.model_validate_json(s.model_dump_json())
     assert back == s and back.misses[0][1] == {0: 1, 1: 2}
+
+
+def test_the_hot_set_on_a_node_at_each_census_on_the_tick_grid():
+    s = Series(tick_s=0.25, census=[(10.003, {"hot": {1: 300, 0: 100}, "cold": {0: 50}}),
+                                    (20.251, {"hot": {0: 400}, "cold": {0: 40, 1: 10}}),
+                                    (21.0, {"hot": {}, "cold": {}})])  # nothing located: no point
+    assert s.placed(0) == [(10.0, pytest.approx(0.25)), (20.25, pytest.approx(1.0))]
+    assert s.placed(1, "cold") == [(10.0, 0.0), (20.25, pytest.approx(0.2))]
+    assert s.final_placed(0) == pytest.approx(1.0) and Series(tick_s=1).final_placed(0) is None
+    back = Series.model_validate_json(s.model_dump_json())
+    assert back.census[0][1]["hot"] == {1: 300, 0: 100}  # nodes come back as integers

@@ -140,3 +140,15 @@ def _text(table) -> str:
     console = Console(file=io.StringIO(), width=260, color_system=None)
     console.print(table)
     return console.file.getvalue()
+
+
+def test_the_hot_set_on_the_fast_node_is_the_median_of_the_last_censuses():
+    def census(fast: int) -> Series:
+        return Series(tick_s=1, census=[(1.0, {"hot": {1: 100}, "cold": {}}),
+                                        (2.0, {"hot": {0: fast, 1: 100 - fast}, "cold": {}})])
+    runs = [make_run(policy="kernel-tiering", repeat=r, series=census(f)) for r, f in enumerate((20, 60, 70))]
+    rows = {r.policy: r for r in summary.summarize([*runs, make_run(policy="default")], fast_nodes={"dram-cxl": 0})}
+    assert rows["kernel-tiering"].hot_on_fast == pytest.approx(0.6) and rows["default"].hot_on_fast is None
+    text = Console(file=io.StringIO(), width=250, color_system=None)
+    text.print(summary.table(list(rows.values())))
+    assert "hot set on fast" in text.file.getvalue() and "60.0%" in text.file.getvalue()

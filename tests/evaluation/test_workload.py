@@ -139,6 +139,26 @@ def test_the_hot_set_gets_the_configured_share(program, hot_share):
     assert (figures["theta"] == 0) == (hot_share == 0.125)  # 8/64 MiB: uniform
 
 
+def test_a_step_law_is_flat_inside_the_hot_set_and_zipf_is_not(program):
+    step, zipf = run(program, hot_share=0.99, law="step"), run(program, hot_share=0.99)
+    assert step["step"] == 1 and step["theta"] == 0 and zipf["step"] == 0 and zipf["theta"] > 1
+    for figures in (step, zipf):
+        assert figures["hot_share"] == pytest.approx(0.99, abs=0.005)
+    # the hot set's hottest eighth: an eighth of its operations under a step, nearly all under Zipf
+    assert step["head_ops"] / step["hot_ops"] == pytest.approx(1 / 8, abs=0.01)
+    assert zipf["head_ops"] / zipf["hot_ops"] > 0.9
+
+
+def test_a_census_locates_a_sample_of_the_hot_set_and_of_the_rest(program):
+    args = [str(program), "size_mib=64", "hot_mib=8", "seconds=1", "tick_ms=100", "census_ticks=4"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
+    taken = workload.census(out)
+    assert len(taken) >= 2 and taken[-1][0] >= 1.0  # every 4 ticks (a busy host may skip one), and at the end
+    for _, where in taken:  # every page is somewhere: 8 MiB hot, every 4th of the 56 MiB cold
+        assert sum(where["hot"].values()) == 2048 and sum(where["cold"].values()) == 56 * 256 // 4
+    assert workload.census("census t=1.0 hot=error:1 cold=0:5 ms=0.1\n") == []  # refused: not "nowhere"
+
+
 def test_skewed_and_uniform_runs_differ(program):
     skewed, uniform = run(program, hot_share=0.95), run(program, hot_share=0.125)
     assert skewed["hot_share"] > 0.9
@@ -210,6 +230,7 @@ def test_wait_gate_holds_the_timed_phase_until_the_file_appears(program, tmp_pat
     (["reads=2"], "reads wants a fraction"),
     (["colour=red"], "unknown option colour"),
     (["hot_at=middle"], "hot_at=middle"),
+    (["law=pareto"], "law=pareto: want zipf or step"),
     (["ops"], "not key=value"),
 ])
 def test_bad_arguments_exit_2_with_a_message(program, args, message):

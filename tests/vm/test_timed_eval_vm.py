@@ -3,7 +3,8 @@
 Checks what the fair-baselines work adds: each run's series (the workload's ticks and the plugin's
 per-node misses on the same clock), the steady-state headline, the kernel's counters over the timed
 phase (NUMA balancing acted under kernel-tiering and not under first touch), the kernel's clocks
-(and tlb-reach's) scaled as the matrix asked and read back from the guest, and the over-time plots.
+(and tlb-reach's) scaled as the matrix asked and read back from the guest, the workload's census of
+where its hot set lives, and the over-time plots.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import itertools
 
 import pytest
 
-from testbed.evaluation import manifest, results, runner, timescale
+from testbed.evaluation import manifest, results, runner, summary, timescale
 
 pytestmark = pytest.mark.vm
 
@@ -59,8 +60,19 @@ def test_the_kernels_clocks_were_scaled_and_the_guest_took_them(timed):
         {"modelled_ms": 5, "host_ms": 10}
 
 
+def test_the_workload_counts_where_its_hot_set_lives(timed):
+    default, tiering = results.read(timed[0])
+    for run in (default, tiering):  # every 8 ticks (2 s) and at the end; 32 MiB hot: 4096 pages sampled
+        assert len(run.series.census) >= 4 and run.series.census[-1][0] >= 7.9
+        assert all(sum(where["hot"].values()) == 4096 for _, where in run.series.census)
+    # first touch filled the fast node before it reached the hot tail, and nothing moves it there
+    assert default.hot_placed(0) < 0.05 and default.series.final_placed(1) > 0.95
+    rows = {r.policy: r for r in summary.summarize([default, tiering], {"dram-cxl": 0})}
+    assert rows["default"].hot_on_fast == default.hot_placed(0)
+
+
 def test_summary_and_over_time_plots(timed):
     out, stdout = timed
     names = {p.name for p in out.iterdir()}
-    assert {"throughput-time.png", "share-time.png", "summary.csv"} <= names
+    assert {"throughput-time.png", "share-time.png", "hot-time.png", "summary.csv"} <= names
     assert runner.STEADY in (out / "summary.txt").read_text() and "ops_per_s" in stdout

@@ -3,8 +3,8 @@
  * set is on the slow node.
  *
  *   skewed_access size_mib=1024 hot_mib=128 hot_share=0.9 reads=0.95 ops=2000000 seed=1
- *                 [granule_kib=4] [hot_at=scattered|tail] [log_mib=0] [wait=PATH] [hotmap=PATH]
- *                 [seconds=S [tick_ms=250]]
+ *                 [granule_kib=4] [hot_at=scattered|tail] [law=zipf|step] [log_mib=0] [wait=PATH] [hotmap=PATH]
+ *                 [seconds=S [tick_ms=250] [census_ticks=0]]
  *
  * The buffer is cut into granules (pages by default) ranked by popularity
  * under a Zipf-like law: rank r is picked with weight r^-theta, and theta is
@@ -13,6 +13,13 @@
  * over log-spaced rank buckets (uniform inside a bucket), so an operation
  * costs a few integer instructions and touches no memory but the small table
  * and its target line: the measured traffic is the workload's own.
+ *
+ * law=step drops the law for two flat levels: every hot granule is picked
+ * alike and they share hot_share, the rest share what is left.  Zipf has no
+ * edge (the granules just past the hot set are nearly as hot as its last
+ * ones), so with it every page is touched often; a step with hot_share near 1
+ * gives a hot set and memory that is truly cold, the regime published
+ * results on kernel tiering are measured in (README, "Fair baselines").
  *
  * hot_at=scattered spreads the ranks over the buffer with a seeded affine
  * permutation; hot_at=tail puts the hottest granules at the end of the
@@ -34,6 +41,11 @@
  * random line of the chosen granule, a write stores one.  A timed loop prints
  * its progress every tick_ms (default 250) as `tick t=SECONDS ops=TOTAL`, so
  * the harness sees throughput over time (a reactive policy converging).
+ * With census_ticks=N > 0 it also asks the kernel, every N ticks and at the
+ * end, which node holds a sample of the hot set's pages and of the rest's
+ * (move_pages without moving; up to CENSUS_PAGES of each) and prints
+ * `census t=SECONDS hot=NODE:PAGES,... cold=NODE:PAGES,... ms=COST`: whether a policy
+ * put the hot set on the fast node, seen from the program's own ranks.
  * Prints one last line of key=value pairs, e.g.
  *   workload=skewed_access ops=2000000 seconds=1.23 ops_per_s=1626016.3 ...
  * Built static on the host (the guest has no compiler).
@@ -45,6 +57,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,11 +65,13 @@
 #define MIB (1024UL * 1024UL)
 #define BUCKET_GROWTH 1.02
 #define CLOCK_EVERY 1024 /* operations between two looks at the clock in a timed loop */
+#define CENSUS_PAGES 4096 /* pages sampled per class (hot, cold) by a census */
+#define MAX_NODES 64
 
 struct options {
-    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms, log_mib;
+    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms, log_mib, census_ticks;
     double hot_share, reads, seconds;
-    int tail;
+    int tail, step;
     const char *wait, *hotmap;
 };
 
@@ -94,7 +109,7 @@ static uint64_t next(uint64_t *s) /* xorshift64* */
 
 static void parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0, 0.9, 1.0, 0, 0, NULL, NULL};
+    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0, 0, 0.9, 1.0, 0, 0, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
         if (!eq) {
@@ -111,6 +126,13 @@ static void parse(int argc, char **argv, struct options *o)
                 die("hot_at=%s: want tail or scattered", v);
             }
             o->tail = !strcmp(v, "tail");
+            continue;
+        }
+        if (!strcmp(k, "law")) {
+            if (strcmp(v, "zipf") && strcmp(v, "step")) {
+                die("law=%s: want zipf or step", v);
+            }
+            o->step = !strcmp(v, "step");
             continue;
         }
         if (!strcmp(k, "seconds")) {
@@ -131,7 +153,8 @@ static void parse(int argc, char **argv, struct options *o)
         unsigned long *field = !strcmp(k, "size_mib") ? &o->size_mib : !strcmp(k, "hot_mib") ? &o->hot_mib
                              : !strcmp(k, "granule_kib") ? &o->granule_kib : !strcmp(k, "ops") ? &o->ops
                              : !strcmp(k, "seed") ? &o->seed : !strcmp(k, "tick_ms") ? &o->tick_ms
-                             : !strcmp(k, "log_mib") ? &o->log_mib : NULL;
+                             : !strcmp(k, "log_mib") ? &o->log_mib
+                             : !strcmp(k, "census_ticks") ? &o->census_ticks : NULL;
         if (!field) {
             die("unknown option %s", k);
         }
@@ -220,14 +243,26 @@ static double solve_theta(const struct bucket *b, size_t n, uint64_t hot, double
     return (lo + hi) / 2;
 }
 
-/* Vose's alias method over the buckets' masses. */
-static void make_alias(struct sampler *s, double theta)
+/* Each bucket's mass under Zipf(theta), or under two flat levels when `step` (hot ranks share `share`). */
+static void set_masses(struct sampler *s, double theta, int step, uint64_t hot, uint64_t n, double share)
+{
+    for (size_t i = 0; i < s->n; i++) {
+        struct bucket *b = &s->buckets[i];
+        if (!step) {
+            b->mass = mass(b->start + 1, b->start + b->count + 1, theta);
+        } else { /* buckets never straddle the hot edge (make_buckets) */
+            b->mass = b->count * (b->start < hot ? share / hot : (1 - share) / (n - hot));
+        }
+    }
+}
+
+/* Vose's alias method over the buckets' masses (set_masses). */
+static void make_alias(struct sampler *s)
 {
     size_t n = s->n, small = 0, large = 0;
     double total = 0, *p = malloc(n * sizeof(*p));
     uint32_t *lo = malloc(n * sizeof(*lo)), *hi = malloc(n * sizeof(*hi));
     for (size_t i = 0; i < n; i++) {
-        s->buckets[i].mass = mass(s->buckets[i].start + 1, s->buckets[i].start + s->buckets[i].count + 1, theta);
         total += s->buckets[i].mass;
     }
     for (size_t i = 0; i < n; i++) {
@@ -284,6 +319,50 @@ static struct layout make_layout(uint64_t n, int tail, uint64_t *rng)
     return l;
 }
 
+/* Evenly spaced ranks of [from, to), at most CENSUS_PAGES: the pages a census asks about. */
+static size_t census_pages(void **pages, char *buf, const struct layout *l, uint64_t from, uint64_t to, size_t granule)
+{
+    uint64_t stride = (to - from + CENSUS_PAGES - 1) / CENSUS_PAGES;
+    size_t len = 0;
+    for (uint64_t r = from; r < to; r += stride ? stride : 1) {
+        pages[len++] = buf + granule_of(l, r) * granule;
+    }
+    return len;
+}
+
+/* Print NAME=NODE:PAGES,... for the pages' nodes (move_pages with no target only locates them). */
+static void census_class(const char *name, void **pages, size_t len)
+{
+    int status[CENSUS_PAGES];
+    unsigned long count[MAX_NODES] = {0};
+    if (syscall(SYS_move_pages, 0, len, pages, NULL, status, 0) != 0) {
+        printf(" %s=error:%d", name, errno);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (status[i] >= 0 && status[i] < MAX_NODES) {
+            count[status[i]]++;
+        }
+    }
+    printf(" %s=", name);
+    for (int node = 0, first = 1; node < MAX_NODES; node++) {
+        if (count[node]) {
+            printf("%s%d:%lu", first ? "" : ",", node, count[node]);
+            first = 0;
+        }
+    }
+}
+
+static void census(double t, void **hot_pages, size_t hot_len, void **cold_pages, size_t cold_len)
+{
+    double start = now_s();
+    printf("census t=%.3f", t);
+    census_class("hot", hot_pages, hot_len);
+    census_class("cold", cold_pages, cold_len);
+    printf(" ms=%.1f\n", (now_s() - start) * 1000); /* what it cost the timed loop */
+    fflush(stdout);
+}
+
 static void write_hotmap(const char *path, char *buf, const struct layout *l, uint64_t hot, size_t granule)
 {
     FILE *f = fopen(path, "w");
@@ -315,8 +394,10 @@ int main(int argc, char **argv)
 
     struct sampler s = {0};
     s.n = make_buckets(n, hot, &s.buckets);
-    double theta = o.hot_share * o.size_mib <= o.hot_mib ? 0 : solve_theta(s.buckets, s.n, hot, o.hot_share);
-    make_alias(&s, theta);
+    int uniform = o.hot_share * o.size_mib <= o.hot_mib;
+    double theta = uniform || o.step ? 0 : solve_theta(s.buckets, s.n, hot, o.hot_share);
+    set_masses(&s, theta, o.step && !uniform, hot, n, o.hot_share);
+    make_alias(&s);
     double expected = 0;
     for (size_t i = 0; i < s.n && s.buckets[i].start < hot; i++) {
         expected += s.buckets[i].mass;
@@ -339,13 +420,20 @@ int main(int argc, char **argv)
         wait_for(o.wait);
     }
 
-    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, logged = 0, sum = 0, i;
+    void *hot_pages[CENSUS_PAGES], *cold_pages[CENSUS_PAGES];
+    size_t hot_len = census_pages(hot_pages, buf, &l, 0, hot, granule);
+    size_t cold_len = hot < n ? census_pages(cold_pages, buf, &l, hot, n, granule) : 0;
+    unsigned long ticks = 0;
+    uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, head_ops = 0, logged = 0, sum = 0, i;
     double tick = o.tick_ms / 1000.0, next_tick = tick, now;
     t0 = now_s();
     for (i = 0; o.seconds > 0 || i < o.ops; i++) {
         if (o.seconds > 0 && i % CLOCK_EVERY == 0 && (now = now_s() - t0) >= next_tick) {
             printf("tick t=%.3f ops=%lu\n", now, (unsigned long)i);
             fflush(stdout);
+            if (o.census_ticks && ++ticks % o.census_ticks == 0) {
+                census(now, hot_pages, hot_len, cold_pages, cold_len);
+            }
             next_tick += tick * (1 + (uint64_t)((now - next_tick) / tick)); /* skip ticks missed, never bunch */
             if (now >= o.seconds) {
                 break;
@@ -360,6 +448,7 @@ int main(int argc, char **argv)
         uint64_t rank = sample_rank(&s, &rng);
         uint64_t *word = (uint64_t *)(buf + granule_of(&l, rank) * granule + (next(&rng) % lines) * LINE);
         hot_ops += rank < hot;
+        head_ops += rank < (hot + 7) / 8; /* the hot set's hottest eighth: how steep the law is inside it */
         if (read) {
             sum += *(volatile uint64_t *)word;
             reads++;
@@ -369,11 +458,14 @@ int main(int argc, char **argv)
     }
     o.ops = i;
     double seconds = now_s() - t0;
-    printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu "
-           "log_writes=%lu hot_share=%.5f expected_hot_share=%.5f theta=%.4f init_s=%.3f size_mib=%lu hot_mib=%lu "
+    if (o.seconds > 0 && o.census_ticks) {
+        census(seconds, hot_pages, hot_len, cold_pages, cold_len);
+    }
+    printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu head_ops=%lu "
+           "log_writes=%lu hot_share=%.5f expected_hot_share=%.5f theta=%.4f step=%d init_s=%.3f size_mib=%lu hot_mib=%lu "
            "granule_kib=%lu log_mib=%lu seed=%lu checksum=%lu\n",
-           o.ops, seconds, o.ops / seconds, reads, o.ops - reads, hot_ops, (unsigned long)logged,
+           o.ops, seconds, o.ops / seconds, reads, o.ops - reads, hot_ops, head_ops, (unsigned long)logged,
            o.ops > logged ? (double)hot_ops / (o.ops - logged) : 0.0,
-           expected, theta, init_s, o.size_mib, o.hot_mib, o.granule_kib, o.log_mib, o.seed, sum);
+           expected, theta, o.step, init_s, o.size_mib, o.hot_mib, o.granule_kib, o.log_mib, o.seed, sum);
     return 0;
 }
