@@ -324,7 +324,7 @@ static size_t census_pages(void **pages, char *buf, const struct layout *l, uint
 {
     uint64_t stride = (to - from + CENSUS_PAGES - 1) / CENSUS_PAGES;
     size_t len = 0;
-    for (uint64_t r = from; r < to; r += stride ? stride : 1) {
+    for (uint64_t r = from; r < to; r += stride) { /* stride >= 1 whenever from < to */
         pages[len++] = buf + granule_of(l, r) * granule;
     }
     return len;
@@ -422,7 +422,7 @@ int main(int argc, char **argv)
 
     void *hot_pages[CENSUS_PAGES], *cold_pages[CENSUS_PAGES];
     size_t hot_len = census_pages(hot_pages, buf, &l, 0, hot, granule);
-    size_t cold_len = hot < n ? census_pages(cold_pages, buf, &l, hot, n, granule) : 0;
+    size_t cold_len = census_pages(cold_pages, buf, &l, hot, n, granule); /* none when all is hot */
     unsigned long ticks = 0;
     uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, head_ops = 0, logged = 0, sum = 0, i;
     double tick = o.tick_ms / 1000.0, next_tick = tick, now;
