@@ -10,6 +10,7 @@ the next one, and every hint's outcome goes to the audit log.
 import errno
 import hashlib
 import os
+import time
 
 from . import HINTS_SCHEMA_VERSION
 from .audit import Records
@@ -18,6 +19,9 @@ from .knobs import gather_knobs, write_knob
 from .processes import node_usage_kib
 from .syscalls import migrate_pages, move_pages
 from .validate import LOCATE_BATCH, PAGE, Context, Rejected, check
+
+BUSY_RETRIES = 3  # further tries for pages the kernel found busy
+BUSY_WAIT_S = 0.02
 
 
 def apply_document(raw, tree, records=None, dry_run=False, agent_pids=None):
@@ -94,9 +98,15 @@ def _apply_move_range(tree, records, hint, plan):
 def move_located(pid, addresses, before, node):
     """Move pid's pages at `addresses` (on nodes `before`, as located) to `node`, in bounded batches;
     report what moved from where, what was already there, absent or failed (by errno name)."""
-    after = []
-    for i in range(0, len(addresses), LOCATE_BATCH):
-        after.extend(move_pages(pid, addresses[i:i + LOCATE_BATCH], node))
+    after = _move_batches(pid, addresses, node)
+    for _ in range(BUSY_RETRIES):
+        busy = [i for i, a in enumerate(after) if a == -errno.EBUSY]
+        if not busy:
+            break
+        # EBUSY is a page someone else holds for a moment (kswapd, DAMON, a migration in flight): try it again
+        time.sleep(BUSY_WAIT_S)
+        for i, a in zip(busy, _move_batches(pid, [addresses[i] for i in busy], node), strict=True):
+            after[i] = a
     moved, failed, absent = {}, {}, 0
     for b, a in zip(before, after, strict=True):
         if b < 0:
@@ -109,6 +119,13 @@ def move_located(pid, addresses, before, node):
     return {"pages": len(addresses), "page_bytes": PAGE, "moved_pages_from_node": moved,
             "to_node": node, "already_there": sum(1 for b in before if b == node),
             "not_resident": absent, "failed": failed}
+
+
+def _move_batches(pid, addresses, node):
+    after = []
+    for i in range(0, len(addresses), LOCATE_BATCH):
+        after.extend(move_pages(pid, addresses[i:i + LOCATE_BATCH], node))
+    return after
 
 
 def _apply_knob(tree, records, hint, plan):

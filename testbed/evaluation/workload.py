@@ -41,7 +41,8 @@ Param = int | float | str
 READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
 TICK_RE = re.compile(r"^tick t=(\d+(?:\.\d+)?) ops=(\d+)$", re.MULTILINE)
 DURATION_KEYS = frozenset({"seconds", "tick_ms"})
-CENSUS_RE = re.compile(r"^census t=(\d+(?:\.\d+)?) hot=([\d:,]*) cold=([\d:,]*) ms=\d+(?:\.\d+)?$", re.MULTILINE)
+CENSUS_RE = re.compile(r"^census t=(\d+(?:\.\d+)?) hot=([\d:,]*) cold=([\d:,]*)(?: log=([\d:,]*))? ms=\d+(?:\.\d+)?$",
+                       re.MULTILINE)
 ROLES_RE = re.compile(r"^roles latency=(\d+(?:,\d+)*) batch=(\d+(?:,\d+)*)$", re.MULTILINE)
 
 
@@ -182,14 +183,17 @@ def ticks(output: str) -> list[tuple[float, int]]:
 
 
 def census(output: str) -> list[tuple[float, dict[str, dict[int, int]]]]:
-    """A program's census lines: (seconds, {"hot": {node: pages}, "cold": {node: pages}}), sampled pages.
+    """A program's census lines: (seconds, {"hot": {node: pages}, "cold": {node: pages}}), sampled pages;
+    with "log" too where the program has a log (hot-table).
 
     A census the kernel refused (`hot=error:E`) is left out rather than read as no pages anywhere.
     """
     def nodes(text: str) -> dict[int, int]:
         return {int(node): int(pages) for node, pages in (item.split(":") for item in text.split(",") if item)}
 
-    return [(float(t), {"hot": nodes(hot), "cold": nodes(cold)}) for t, hot, cold in CENSUS_RE.findall(output)]
+    found = CENSUS_RE.findall(output)
+    return [(float(t), {"hot": nodes(hot), "cold": nodes(cold)} | ({"log": nodes(log)} if log else {}))
+            for t, hot, cold, log in found]
 
 
 def roles(output: str) -> dict[str, list[int]] | None:

@@ -177,3 +177,23 @@ def test_run_starts_a_program_under_the_policy(tmp_path):
                           "cat", "/proc/self/numa_maps"], capture_output=True, text=True, check=True).stdout
     policies = {line.split()[1] for line in out.splitlines()}
     assert "bind:0" in policies, out
+
+
+def test_pages_found_busy_are_tried_again_and_still_busy_ones_are_reported(monkeypatch):
+    from llamas_agent import apply as APPLY
+
+    tries = {}
+
+    def move_pages(pid, addresses, node):  # page 0x3000 stays busy; 0x2000 is busy once
+        out = []
+        for a in addresses:
+            tries[a] = tries.get(a, 0) + 1
+            busy = a == 0x3000 or (a == 0x2000 and tries[a] == 1)
+            out.append(-16 if busy else node)  # -EBUSY
+        return out
+
+    monkeypatch.setattr(APPLY, "move_pages", move_pages)
+    monkeypatch.setattr(APPLY, "BUSY_WAIT_S", 0)
+    effect = APPLY.move_located(7, [0x1000, 0x2000, 0x3000], [1, 1, 1], 0)
+    assert effect["moved_pages_from_node"] == {"1": 2} and effect["failed"] == {"EBUSY": 1}
+    assert tries == {0x1000: 1, 0x2000: 2, 0x3000: 1 + APPLY.BUSY_RETRIES}

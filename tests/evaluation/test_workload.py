@@ -150,12 +150,14 @@ def test_a_step_law_is_flat_inside_the_hot_set_and_zipf_is_not(program):
 
 
 def test_a_census_locates_a_sample_of_the_hot_set_and_of_the_rest(program):
-    args = [str(program), "size_mib=64", "hot_mib=8", "seconds=1", "tick_ms=100", "census_ticks=4"]
+    args = [str(program), "size_mib=64", "hot_mib=8", "log_mib=40", "seconds=1", "tick_ms=100", "census_ticks=4"]
     out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True).stdout
     taken = workload.census(out)
     assert len(taken) >= 2 and taken[-1][0] >= 1.0  # every 4 ticks (a busy host may skip one), and at the end
-    for _, where in taken:  # every page is somewhere: 8 MiB hot, every 4th of the 56 MiB cold
+    for _, where in taken:  # every page is somewhere: 8 MiB hot, every 4th of the 56 MiB cold, every 3rd of the log
         assert sum(where["hot"].values()) == 2048 and sum(where["cold"].values()) == 56 * 256 // 4
+        assert sum(where["log"].values()) == -(-40 * 256 // 3)
+    assert "log" not in workload.census("census t=1.0 hot=0:5 cold=0:5 ms=0.1\n")[0][1]  # no log, no class
     assert workload.census("census t=1.0 hot=error:1 cold=0:5 ms=0.1\n") == []  # refused: not "nowhere"
 
 

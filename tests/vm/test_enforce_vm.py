@@ -154,9 +154,11 @@ def test_a_write_aware_policy_splits_the_buffers_and_undo_puts_them_back(vm, sta
         report = agent.undo(shell)
         (entry,) = [u for u in report["undone"] if u["entry"]["type"] == "enforce"]
         assert entry["status"] == "restored" and entry["detail"]["daemon"] == "stopped", entry
-        # every page the rounds moved goes back; a page the kernel refused to move (EBUSY: locked at that
-        # moment, counted in the round's failed_pages) never left its node and has nothing to restore
-        assert entry["detail"]["restored_pages"] >= sum(r["moved_bytes"] for r in records) // 4096, entry
+        # Every page the rounds moved goes back (a page the kernel refused, EBUSY after retries, never left its
+        # node). A page moved twice goes back once, and only if it is not already home: the 2 MiB chunk that
+        # straddles the buffers may go one way in a round and back in the next.
+        moved_pages = sum(r["moved_bytes"] for r in records) // 4096
+        assert entry["detail"]["restored_pages"] >= moved_pages - 512, (entry, moved_pages)
         assert not shell.run(f"kill -0 {daemon}", check=False).ok
         after = {b: buffer_kib(shell, pid, a) for b, a in (("written", written), ("read", read))}
         print(f"after undo {after}; undo {entry['detail']}")

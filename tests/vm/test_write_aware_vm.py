@@ -2,8 +2,9 @@
 hot write-only log, first touch against rules:write-aware).
 
 Checks what the agent's daemon did against the plugin's ground truth: it found as much write-heavy memory
-as the log holds and as much read-mostly memory as the table, and the workload's reads moved to NVM. The
-throughput is printed, not asserted: one repeat says little.
+as the log holds and as much read-mostly memory as the table; the table ended on NVM (the workload's own
+census) and the workload's read misses followed it. The throughput is printed, not asserted: one repeat says
+little.
 """
 
 from __future__ import annotations
@@ -32,9 +33,7 @@ def test_the_daemon_classifies_the_log_and_the_table_as_the_workload_uses_them(e
     assert (default.policy, aware.policy) == ("default", "rules:write-aware")
     assert default.ok and aware.ok, (default.error, aware.error)
     print(f"default {default.figures[runner.STEADY]:,.0f} ops/s, write-aware {aware.figures[runner.STEADY]:,.0f} "
-          f"ops/s; enforcer {aware.enforcer}; NVM share of writes {_nvm_share(default, 'writes'):.2f} -> "
-          f"{_nvm_share(aware, 'writes'):.2f}, of reads {_nvm_share(default, 'reads'):.2f} -> "
-          f"{_nvm_share(aware, 'reads'):.2f}")
+          f"ops/s; enforcer {aware.enforcer}")
     assert default.enforcer == {} and aware.enforcer["rounds"] >= 2
     # What the workload does, as the daemon measured it: the log written, the table only read. Chunks are
     # 2 MiB (huge pages where THP is on): one may straddle the table's end and the log's start.
@@ -43,10 +42,20 @@ def test_the_daemon_classifies_the_log_and_the_table_as_the_workload_uses_them(e
     assert aware.vmstat["pgmigrate_success"] > 0 and aware.enforcer["moved_mib"] > 0
 
 
-def test_the_workloads_reads_moved_to_nvm(evaluated):
+def test_the_table_ends_on_nvm_and_the_workloads_misses_follow_it(evaluated):
     default, aware = results.read(evaluated[0])
-    # The plugin's per-node reads are the ground truth: the table, read-mostly, goes to NVM (which always has
-    # room for it), so far more of the workload's reads are served there than under first touch. The counters
-    # span the whole timed phase, the rounds before the moves included. How much of the log reaches DRAM
-    # depends on the room the table leaves behind and is printed, not asserted.
-    assert _nvm_share(aware, "reads") > _nvm_share(default, "reads") + 0.25
+    # Where the table and the log are at the end of the run, seen by the workload itself (its census locates a
+    # sample of their pages). First touch loads the table first; how much of it DRAM holds depends on what
+    # the boot left free. The write-aware policy moves all of it to NVM, which always has room for it; how
+    # much of the log then reaches DRAM depends on the room the table leaves behind: printed, not asserted.
+    placed = {r.policy: {c: r.series.final_placed(1, c) for c in ("hot", "log")} for r in (default, aware)}
+    print(f"share on NVM at the end, table (hot) and log: {placed}")
+    assert placed["rules:write-aware"]["hot"] > 0.95 and placed["default"]["hot"] < 0.95, placed
+    # The plugin's per-node read misses are what NVM served. They span the whole timed phase, the rounds
+    # before the moves included, and how soon the moves are done follows the host's speed (a move is the
+    # guest's CPU, under felt latency): the direction is asserted, the size printed. Not every load: those
+    # count whatever runs in the guest, the daemon's own included (README, "Standing placement policies").
+    print(f"NVM share of read misses {_nvm_share(default, 'read_misses'):.2f} -> "
+          f"{_nvm_share(aware, 'read_misses'):.2f}, of write misses {_nvm_share(default, 'write_misses'):.2f} -> "
+          f"{_nvm_share(aware, 'write_misses'):.2f}")
+    assert _nvm_share(aware, "read_misses") > _nvm_share(default, "read_misses")

@@ -44,7 +44,8 @@
  * With census_ticks=N > 0 it also asks the kernel, every N ticks and at the
  * end, which node holds a sample of the hot set's pages and of the rest's
  * (move_pages without moving; up to CENSUS_PAGES of each) and prints
- * `census t=SECONDS hot=NODE:PAGES,... cold=NODE:PAGES,... ms=COST`: whether a policy
+ * `census t=SECONDS hot=NODE:PAGES,... cold=NODE:PAGES,... [log=NODE:PAGES,...] ms=COST`
+ * (log= with a log, sampled alike): whether a policy
  * put the hot set on the fast node, seen from the program's own ranks.
  * Prints one last line of key=value pairs, e.g.
  *   workload=skewed_access ops=2000000 seconds=1.23 ops_per_s=1626016.3 ...
@@ -65,7 +66,7 @@
 #define MIB (1024UL * 1024UL)
 #define BUCKET_GROWTH 1.02
 #define CLOCK_EVERY 1024 /* operations between two looks at the clock in a timed loop */
-#define CENSUS_PAGES 4096 /* pages sampled per class (hot, cold) by a census */
+#define CENSUS_PAGES 4096 /* pages sampled per class (hot, cold, log) by a census */
 #define MAX_NODES 64
 
 struct options {
@@ -331,7 +332,7 @@ static size_t census_pages(void **pages, char *buf, const struct layout *l, uint
 }
 
 /* Print NAME=NODE:PAGES,... for the pages' nodes (move_pages with no target only locates them). */
-static void census_class(const char *name, void **pages, size_t len)
+static void census_class(const char *name, void *const *pages, size_t len)
 {
     int status[CENSUS_PAGES];
     unsigned long count[MAX_NODES] = {0};
@@ -353,12 +354,30 @@ static void census_class(const char *name, void **pages, size_t len)
     }
 }
 
-static void census(double t, void **hot_pages, size_t hot_len, void **cold_pages, size_t cold_len)
+/* Evenly spaced pages of [start, start + bytes), at most CENSUS_PAGES. */
+static size_t census_span(void **pages, char *start, size_t bytes)
+{
+    size_t count = bytes / 4096, stride = (count + CENSUS_PAGES - 1) / CENSUS_PAGES, len = 0;
+    for (size_t p = 0; p < count; p += stride) {
+        pages[len++] = start + p * 4096;
+    }
+    return len;
+}
+
+struct census {
+    void *hot[CENSUS_PAGES], *cold[CENSUS_PAGES], *log[CENSUS_PAGES];
+    size_t hot_len, cold_len, log_len;
+};
+
+static void census(double t, const struct census *c)
 {
     double start = now_s();
     printf("census t=%.3f", t);
-    census_class("hot", hot_pages, hot_len);
-    census_class("cold", cold_pages, cold_len);
+    census_class("hot", c->hot, c->hot_len);
+    census_class("cold", c->cold, c->cold_len);
+    if (c->log_len) {
+        census_class("log", c->log, c->log_len);
+    }
     printf(" ms=%.1f\n", (now_s() - start) * 1000); /* what it cost the timed loop */
     fflush(stdout);
 }
@@ -420,9 +439,10 @@ int main(int argc, char **argv)
         wait_for(o.wait);
     }
 
-    void *hot_pages[CENSUS_PAGES], *cold_pages[CENSUS_PAGES];
-    size_t hot_len = census_pages(hot_pages, buf, &l, 0, hot, granule);
-    size_t cold_len = census_pages(cold_pages, buf, &l, hot, n, granule); /* none when all is hot */
+    struct census *c = malloc(sizeof(*c));
+    c->hot_len = census_pages(c->hot, buf, &l, 0, hot, granule);
+    c->cold_len = census_pages(c->cold, buf, &l, hot, n, granule); /* none when all is hot */
+    c->log_len = census_span(c->log, buf + size, log_size);
     unsigned long ticks = 0;
     uint64_t read_cut = (uint64_t)(o.reads * 18446744073709551615.0), reads = 0, hot_ops = 0, head_ops = 0, logged = 0, sum = 0, i;
     double tick = o.tick_ms / 1000.0, next_tick = tick, now;
@@ -432,7 +452,7 @@ int main(int argc, char **argv)
             printf("tick t=%.3f ops=%lu\n", now, (unsigned long)i);
             fflush(stdout);
             if (o.census_ticks && ++ticks % o.census_ticks == 0) {
-                census(now, hot_pages, hot_len, cold_pages, cold_len);
+                census(now, c);
             }
             next_tick += tick * (1 + (uint64_t)((now - next_tick) / tick)); /* skip ticks missed, never bunch */
             if (now >= o.seconds) {
@@ -459,7 +479,7 @@ int main(int argc, char **argv)
     o.ops = i;
     double seconds = now_s() - t0;
     if (o.seconds > 0 && o.census_ticks) {
-        census(seconds, hot_pages, hot_len, cold_pages, cold_len);
+        census(seconds, c);
     }
     printf("workload=skewed_access ops=%lu seconds=%.6f ops_per_s=%.1f reads=%lu writes=%lu hot_ops=%lu head_ops=%lu "
            "log_writes=%lu hot_share=%.5f expected_hot_share=%.5f theta=%.4f step=%d init_s=%.3f size_mib=%lu hot_mib=%lu "
