@@ -67,6 +67,7 @@
 #define BUCKET_GROWTH 1.02
 #define CLOCK_EVERY 1024 /* operations between two looks at the clock in a timed loop */
 #define CENSUS_PAGES 4096 /* pages sampled per class (hot, cold, log) by a census */
+#define CENSUS_RETRIES 3  /* asks about a page caught mid-migration */
 #define MAX_NODES 64
 
 struct options {
@@ -331,19 +332,43 @@ static size_t census_pages(void **pages, char *buf, const struct layout *l, uint
     return len;
 }
 
-/* Print NAME=NODE:PAGES,... for the pages' nodes (move_pages with no target only locates them). */
+/*
+ * Count the pages' nodes into count[] (move_pages with no target only locates
+ * them).  A page the kernel is migrating at that moment has no node (its PTE
+ * is a migration entry: -ENOENT), so those are asked about again, up to
+ * CENSUS_RETRIES times 1 ms apart; one still moving after that is left out.
+ */
+static int census_locate(void *const *pages, size_t len, unsigned long *count)
+{
+    void *again[CENSUS_PAGES];
+    int status[CENSUS_PAGES];
+    for (int round = 0; len && round <= CENSUS_RETRIES; round++) {
+        if (round) {
+            usleep(1000);
+        }
+        if (syscall(SYS_move_pages, 0, len, pages, NULL, status, 0) != 0) {
+            return -1;
+        }
+        size_t moving = 0;
+        for (size_t i = 0; i < len; i++) {
+            if (status[i] >= 0 && status[i] < MAX_NODES) {
+                count[status[i]]++;
+            } else {
+                again[moving++] = pages[i];
+            }
+        }
+        pages = again, len = moving;
+    }
+    return 0;
+}
+
+/* Print NAME=NODE:PAGES,... for the nodes of the pages sampled. */
 static void census_class(const char *name, void *const *pages, size_t len)
 {
-    int status[CENSUS_PAGES];
     unsigned long count[MAX_NODES] = {0};
-    if (syscall(SYS_move_pages, 0, len, pages, NULL, status, 0) != 0) {
+    if (census_locate(pages, len, count) != 0) {
         printf(" %s=error:%d", name, errno);
         return;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if (status[i] >= 0 && status[i] < MAX_NODES) {
-            count[status[i]]++;
-        }
     }
     printf(" %s=", name);
     for (int node = 0, first = 1; node < MAX_NODES; node++) {
