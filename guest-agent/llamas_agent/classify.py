@@ -222,7 +222,10 @@ def _sample(start, flags, present):
     """Addresses of up to SAMPLE_PAGES present pages spread over the chunk (all of them in a sparse chunk)."""
     if present <= SAMPLE_PAGES:
         return present_addresses({"start": start, "flags": flags})
-    picked, stride = [], len(flags) / SAMPLE_PAGES
+    stride = len(flags) / SAMPLE_PAGES
+    if present == len(flags):  # every page present (the usual case): no search
+        return [start + int(k * stride) * PAGE for k in range(SAMPLE_PAGES)]
+    picked = []
     for k in range(SAMPLE_PAGES):
         i = flags.find(1, int(k * stride))
         if i < 0:

@@ -36,7 +36,7 @@ from .classify import (
 )
 from .damon import ADMIN as DAMON_ADMIN
 from .damon import MAX_TARGETS, SAMPLE_US, DamonUnavailable, monitor
-from .machine import gather_nodes
+from .machine import gather_nodes, node_memory
 from .plan import bytes_by_class, plan_round, room_kib
 from .policy import INTERVAL_S, check_machine, parse_policy
 from .processes import PF_KTHREAD, parse_maps, parse_stat, parse_status, pids
@@ -206,7 +206,7 @@ class Daemon:
         `since`: when the previous round ended (monotonic), for the daemon's share of one CPU."""
         started = time.monotonic()
         chunks, launches = self._measure()
-        room = room_kib(gather_nodes(self.tree), self.keep)
+        room = room_kib(node_memory(self.tree), self.keep)
         plan = plan_round(chunks, launches, self.policy["rules"], room, self.budget, _resolve)
         for move in plan["moves"]:
             self.journal.record(f"{move['pid']}:{self.armed[move['pid']]}", move["addresses"], move["from_nodes"])

@@ -42,6 +42,15 @@ def _tiers(tree):
     return tier_of
 
 
+def node_memory(tree):
+    """[{"id", "mem_total_kib", "mem_free_kib"}] per node: all a placement round asks of the nodes, each round."""
+    out = []
+    for node_id, name in numbered(tree.listdir(NODE_DIR), "node"):
+        mem = _meminfo_kib(tree, name)
+        out.append({"id": node_id, "mem_total_kib": mem.get("MemTotal", 0), "mem_free_kib": mem.get("MemFree", 0)})
+    return out
+
+
 def gather_nodes(tree):
     tier_of = _tiers(tree)
     nodes = []

@@ -47,10 +47,20 @@ def room_kib(nodes, keep_free_mib):
 
 
 def estimate(chunk, keep):
-    """Pages of the chunk whose node satisfies `keep`, scaled from its sample to all its present pages."""
+    """Pages of the chunk whose node satisfies `keep`, scaled from its sample to all its present pages.
+
+    Asked several times per chunk and round, so `keep` is asked per node of the sample's tally, not per page.
+    """
     sample = chunk["nodes"]
-    hits = sum(1 for n in sample if keep(n))
+    hits = sum(count for node, count in tally(chunk).items() if keep(node))
     return hits if len(sample) >= chunk.get("pages", len(sample)) else round(chunk["pages"] * hits / len(sample))
+
+
+def tally(chunk):
+    """{node: sampled pages} of a chunk, counted once (kept in the chunk as "tally")."""
+    if "tally" not in chunk:
+        chunk["tally"] = Counter(chunk["nodes"])
+    return chunk["tally"]
 
 
 def _target(preference, chunk, room):
@@ -117,7 +127,7 @@ def bytes_by_class(chunks):
     out = {}
     for c in chunks:
         per_node = out.setdefault(f"{c['heat'] or 'unknown'}/{c['write']}", {})
-        for n in Counter(c["nodes"]):
+        for n in tally(c):
             if n >= 0:
                 per_node[str(n)] = per_node.get(str(n), 0) + estimate(c, lambda m, n=n: m == n) * PAGE
     return out

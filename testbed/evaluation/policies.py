@@ -12,6 +12,7 @@ undoes in `cleanup`.
 from __future__ import annotations
 
 import shlex
+import statistics
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -297,10 +298,13 @@ def enforcer_summary(rounds: list[dict]) -> dict[str, float]:
         return round(sum(sum(per_node.values()) for key, per_node in last.get("bytes_by_class", {}).items()
                          if key.endswith("/" + write)) / 2**20, 1)
 
+    # keeping a placed policy true: the rounds that found nothing to move (the 5 % goal is theirs)
+    steady = [r["cpu_percent"] for r in rounds if r.get("cpu_percent") is not None and not r["moved_bytes"]]
     return {"rounds": len(rounds), "moved_mib": round(sum(r["moved_bytes"] for r in rounds) / 2**20, 1),
             "no_room_mib": round(last["no_room_bytes"] / 2**20, 1),
             "cpu_s": round(sum(r["cpu_seconds"] for r in rounds), 2),
             "cpu_percent": round(sum(shares) / len(shares), 1) if shares else 0.0,
+            **({"steady_cpu_percent": round(statistics.median(steady), 2)} if steady else {}),
             "write_heavy_mib": mib("write-heavy"), "read_mostly_mib": mib("read-mostly")}
 
 

@@ -84,7 +84,8 @@ class Run(BaseModel):
                                          "by vCPU (one runs at a time; rough: by the vCPU that translated the code)")
     enforcer: dict[str, float] = Field(default_factory=dict, description="an enforcing policy's daemon over "
                                        "the timed phase: rounds, moved_mib, no_room_mib (its last round), "
-                                       "cpu_s and cpu_percent (its mean share of one vCPU)")
+                                       "cpu_s, cpu_percent (its mean share of one vCPU) and "
+                                       "steady_cpu_percent (the median share of its rounds that moved nothing)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 

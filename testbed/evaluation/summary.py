@@ -58,6 +58,7 @@ class Row:
     # What an enforcing policy's daemon did (medians): pages it moved, its share of one vCPU.
     agent_moved_mib: float | None = None
     agent_cpu_percent: float | None = None
+    agent_steady_cpu_percent: float | None = None  # of the rounds that moved nothing
 
 
 def quartiles(values: list[float]) -> tuple[float, float]:
@@ -101,7 +102,9 @@ def _kernel(runs: list[Run]) -> dict[str, float | None]:
             "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured]),
             "others_share": median([s for s in (r.others_share() for r in measured) if s is not None]),
             "agent_moved_mib": median([r.enforcer.get("moved_mib", 0.0) for r in measured if r.enforcer]),
-            "agent_cpu_percent": median([r.enforcer.get("cpu_percent", 0.0) for r in measured if r.enforcer])}
+            "agent_cpu_percent": median([r.enforcer.get("cpu_percent", 0.0) for r in measured if r.enforcer]),
+            "agent_steady_cpu_percent": median([r.enforcer["steady_cpu_percent"] for r in measured
+                                                if "steady_cpu_percent" in r.enforcer])}
 
 
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
@@ -159,7 +162,7 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
                           ("vs default", "left"), ("fast-node share", "right"),
                           *([("hot set on fast", "right")] if census else []),
                           ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right"),
-                          *([("agent: moved MiB, CPU", "right")] if agent else [])):
+                          *([("agent: moved MiB, CPU (rounds moving nothing)", "right")] if agent else [])):
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
@@ -177,7 +180,10 @@ def _percent(value: float | None) -> str:
 
 
 def _agent_cell(r: Row) -> str:
-    return "-" if r.agent_moved_mib is None else f"{r.agent_moved_mib:,.0f}, {r.agent_cpu_percent:.0f} %"
+    if r.agent_moved_mib is None:
+        return "-"
+    steady = "" if r.agent_steady_cpu_percent is None else f" ({r.agent_steady_cpu_percent:.1f} % steady)"
+    return f"{r.agent_moved_mib:,.0f}, {r.agent_cpu_percent:.0f} %{steady}"
 
 
 def _kernel_cell(r: Row) -> str:

@@ -97,8 +97,9 @@ def _round(moved: int, no_room: int, cpu_s: float, percent: float | None) -> dic
 def test_the_enforcers_rounds_are_summed_and_its_cpu_share_averaged():
     rounds = [_round(300 << 20, 64 << 20, 2.5, 20.0), _round(100 << 20, 0, 1.5, None), _round(0, 0, 1.0, 10.0)]
     assert policies.enforcer_summary(rounds) == {"rounds": 3, "moved_mib": 400.0, "no_room_mib": 0.0,
-                                                 "cpu_s": 5.0, "cpu_percent": 15.0,
+                                                 "cpu_s": 5.0, "cpu_percent": 15.0, "steady_cpu_percent": 10.0,
                                                  "write_heavy_mib": 64.0, "read_mostly_mib": 96.0}
+    assert "steady_cpu_percent" not in policies.enforcer_summary(rounds[:2])  # every round moved pages
     exited = {**_round(0, 0, 0.5, 5.0), "processes": [], "bytes_by_class": {}}  # a round after the workload
     assert policies.enforcer_summary([*rounds, exited])["write_heavy_mib"] == 64.0
     exiting = {**exited, "processes": [120]}  # measured while it exited: in scope, no pages left

@@ -128,12 +128,12 @@ def test_an_enforcing_policys_daemon_gets_a_column_only_where_one_ran(tmp_path):
     assert all(r.agent_moved_mib is None for r in plain)
     assert "agent: moved MiB" not in _text(summary.table(plain))
     enforced = [make_run(policy="rules:write-aware", value=v, vmstat={"numa_hint_faults": 0},
-                         enforcer={"rounds": 5, "moved_mib": m, "cpu_percent": c})
+                         enforcer={"rounds": 5, "moved_mib": m, "cpu_percent": c, "steady_cpu_percent": c / 4})
                 for v, m, c in ((150.0, 400.0, 12.0), (160.0, 420.0, 8.0), (155.0, 380.0, 10.0))]
     rows = summary.summarize([*runs(), *enforced])
     row = next(r for r in rows if r.policy == "rules:write-aware")
-    assert (row.agent_moved_mib, row.agent_cpu_percent) == (400.0, 10.0)
-    assert "400, 10 %" in _text(summary.table(rows))
+    assert (row.agent_moved_mib, row.agent_cpu_percent, row.agent_steady_cpu_percent) == (400.0, 10.0, 2.5)
+    assert "400, 10 % (2.5 % steady)" in _text(summary.table(rows))
 
 
 def _text(table) -> str:
