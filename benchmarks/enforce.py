@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--topology", default="dram-nvm")
     parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)  # the table whole, also when piped to a file
     img, accel = _vmhost.start(console, args.accel, f"policy {args.policy}; hot-table, 320 + 192 MiB in scope")
     hot_table = workload.load(workload.resolve("hot-table"))
     table = Table(title=f"llamas-agent enforce: its CPU share of one vCPU ({accel.upper()}, {args.rounds} rounds "
