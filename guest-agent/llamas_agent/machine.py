@@ -52,19 +52,20 @@ def node_memory(tree):
 
 
 def gather_nodes(tree):
+    """node_memory() of every node with its CPUs, distances, HMAT access class 0 and memory tier."""
     tier_of = _tiers(tree)
     nodes = []
-    for node_id, name in numbered(tree.listdir(NODE_DIR), "node"):
-        mem = _meminfo_kib(tree, name)
+    for mem in node_memory(tree):
+        name = f"node{mem['id']}"
         distances = [int(d) for d in (tree.read(NODE_DIR, name, "distance", default="") or "").split()]
         nodes.append({
-            "id": node_id,
+            "id": mem["id"],
             "cpus": parse_cpulist(tree.read(NODE_DIR, name, "cpulist", default="")),
-            "mem_total_kib": mem.get("MemTotal", 0),
-            "mem_free_kib": mem.get("MemFree", 0),
+            "mem_total_kib": mem["mem_total_kib"],
+            "mem_free_kib": mem["mem_free_kib"],
             "distances": distances,
             "access0": _access0(tree, name),
-            "memory_tier": tier_of.get(node_id),
+            "memory_tier": tier_of.get(mem["id"]),
         })
     return nodes
 
