@@ -33,6 +33,7 @@ is to move is located page by page (`present_addresses`).
 
 import os
 import struct
+from collections import Counter
 
 from .launch import LAUNCH_ENV
 
@@ -245,12 +246,14 @@ def present_addresses(chunk):
 
 
 def _place(chunks, pid, locate):
-    """Fill in each chunk's sampled pages' nodes with one locate call for the whole process."""
+    """Fill in each chunk's sampled pages' nodes with one locate call for the whole process, and their
+    tally ({node: sampled pages}), which the planner asks several times per chunk and round."""
     addresses = [a for c in chunks for a in c["addresses"]]
     nodes = locate(pid, addresses) if addresses else []
     at = 0
     for c in chunks:
         c["nodes"] = nodes[at:at + len(c["addresses"])]
+        c["tally"] = Counter(c["nodes"])
         at += len(c["addresses"])
 
 

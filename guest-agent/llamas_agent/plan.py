@@ -57,10 +57,8 @@ def estimate(chunk, keep):
 
 
 def tally(chunk):
-    """{node: sampled pages} of a chunk, counted once (kept in the chunk as "tally")."""
-    if "tally" not in chunk:
-        chunk["tally"] = Counter(chunk["nodes"])
-    return chunk["tally"]
+    """{node: sampled pages} of a chunk: classify counts it once per round; counted here where it did not."""
+    return chunk.get("tally") or Counter(chunk["nodes"])
 
 
 def _target(preference, chunk, room):

@@ -2,7 +2,8 @@
 
 Boots the topology in emulated mode (TCG, one thread or with --mttcg one per vCPU, latency plugin),
 calibrates once per host and image and trims the delays once per topology
-(both cached), then runs a pointer chase and a store loop bound to each node
+(both cached; the cached trim is measured again in every boot and fitted again where
+the host has drifted from it), then runs a pointer chase and a store loop bound to each node
 (numactl --membind=N --cpunodebind=<CPU node>) and reports per node the
 target and measured read and write latencies and the largest error of the
 slow/fast ratios.  Measured figures are what the
@@ -85,7 +86,7 @@ def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int
     try:
         with console.status("calibrating against TCG's own speed (once per host and image)"):
             cal = calibrate.ensure(machine, force=recalibrate)
-        with console.status("trimming the delays against what each node feels (once per topology)"):
+        with console.status("trimming the delays against what each node feels (checked every boot)"):
             trimmed = trim.ensure(machine, cal, targets, force=recalibrate)
         with console.status(f"probing {len(targets)} nodes ({repeats} runs each)"):
             result = measure_nodes(machine, targets, repeats)
@@ -115,7 +116,8 @@ def _print(result: ProbeResult, cal: calibrate.Calibration, trimmed: trim.Trim, 
                       f"{n.measured_write_ns:.1f}", *cells)
     out = Console(width=max(Console().width, 110))
     out.print(table)
-    out.print(f"delays trimmed in {trimmed.rounds} round(s) to within {trimmed.error * 100:.1f} % of k x target")
+    out.print(f"delays within {trimmed.error * 100:.1f} % of k x target after {trimmed.rounds} trim round(s) "
+              "in this boot")
     out.print(f"largest ratio error: {result.ratio_error_max * 100:.1f} %")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from testbed.latency import calibrate, trim
@@ -63,17 +65,20 @@ def test_a_trim_survives_its_json():
 
 
 class Host:
-    """The two calls trim.fit makes of a machine, answered from the bent response."""
+    """The calls trim makes of a machine, answered from the bent response, every figure `shift` ns off
+    (TCG's own cost per access moved since the calibration)."""
 
-    def __init__(self, bend: float):
-        self.bend, self.delays, self.probes = bend, {}, 0
+    topology = type("T", (), {"name": "dram-nvm"})()
+
+    def __init__(self, bend: float, shift: float = 0.0):
+        self.bend, self.shift, self.delays, self.probes = bend, shift, {}, 0
 
     def set_delays(self, delays):
         self.delays = dict(delays)
 
     def run_probe(self, mode, node):
         self.probes += 1
-        return bent(self.delays, self.bend)[node][0 if mode == "chase" else 1]
+        return bent(self.delays, self.bend)[node][0 if mode == "chase" else 1] + self.shift
 
 
 @pytest.mark.parametrize("bend, rounds", [(0.0, 1), (0.3, 3)])
@@ -89,7 +94,7 @@ def test_fit_stops_once_every_node_is_within_tolerance(nvm_targets, bend, rounds
 def test_only_a_trim_within_the_goal_is_cached(tmp_path, monkeypatch, nvm_targets, err, cached):
     monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
     fitted = trim.Trim({0: (300, 400), 1: (2400, 8400)}, {0: (1300, 1300), 1: (4000, 11800)}, err, 3)
-    monkeypatch.setattr(trim, "fit", lambda machine, cal, targets: fitted)
+    monkeypatch.setattr(trim, "fit", lambda machine, cal, targets, checked=None: fitted)
 
     class Machine:
         topology = type("T", (), {"name": "dram-nvm"})()
@@ -102,3 +107,30 @@ def test_only_a_trim_within_the_goal_is_cached(tmp_path, monkeypatch, nvm_target
     assert trim.ensure(machine, CAL, nvm_targets) == fitted
     assert machine.delays == fitted.delays  # used either way
     assert trim._path(CAL, nvm_targets).exists() is cached
+
+
+def test_a_cached_trim_that_still_holds_is_checked_once_and_kept(tmp_path, monkeypatch, nvm_targets):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
+    cached = trim._path(CAL, nvm_targets).read_text()
+    host = Host(0.3, shift=10.0)  # a little slower today: within RECHECK_ERROR
+    again = trim.ensure(host, CAL, nvm_targets)
+    assert host.probes == len(nvm_targets) * 2 * calibrate.REPEATS  # one round: the check
+    assert again.delays == fitted.delays == host.delays and again.rounds == 1
+    assert again.felt == {n: (r + 10, w + 10) for n, (r, w) in fitted.felt.items()}  # today's figures
+    assert trim._path(CAL, nvm_targets).read_text() == cached
+
+
+def test_a_cached_trim_the_host_has_drifted_from_is_fitted_again_from_it(tmp_path, monkeypatch, nvm_targets):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
+    drifted = Host(0.3, shift=-150.0)  # TCG's own cost per access fell: every node feels 150 ns less
+    assert trim.check(drifted, CAL, nvm_targets, fitted).error > trim.RECHECK_ERROR
+    felt = bent(fitted.delays, 0.3)
+    shifted = {n: (r - 150, w - 150) for n, (r, w) in felt.items()}
+    assert shifted[1][0] / shifted[0][0] > 1.1 * felt[1][0] / felt[0][0]  # the read ratio bends by > 10 %
+    drifted.probes = 0
+    again = trim.ensure(drifted, CAL, nvm_targets)
+    assert again.error <= trim.TOLERANCE and again.delays != fitted.delays and drifted.delays == again.delays
+    assert 1 < drifted.probes // (len(nvm_targets) * 2 * calibrate.REPEATS) <= trim.ROUNDS
+    assert trim.Trim.from_json(json.loads(trim._path(CAL, nvm_targets).read_text())).delays == again.delays
