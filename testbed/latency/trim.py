@@ -14,8 +14,8 @@ measured) serves this machine only, and the next machine fits again, so a bad mo
 not frozen into every later run.
 
 A cached trim is not trusted blindly either: TCG's own cost per access moves between boots
-and hours on one host (here a node fitted at 1,075 ns felt 880-950 ns at the same delays two
-hours later; measured: the calibration's slope had moved from 1.28 to 1.16), and a shift that
+and hours on one host (here a node fitted at 1,075 ns felt 877-1,004 ns at the same delays two
+hours later, and calibrations then gave slopes of 1.14-1.17 against the cached 1.28), and a shift that
 every node feels alike bends every slow/fast ratio.  So every machine measures the cached
 delays once more; where some node has moved further than RECHECK_ERROR, the fit goes on from
 them, that measurement counting as its first round, and the new fit replaces the cached one.

@@ -64,8 +64,8 @@ def test_the_workload_counts_where_its_hot_set_lives(timed):
     default, tiering = results.read(timed[0])
     for run in (default, tiering):  # every 8 ticks (2 s) and at the end; 32 MiB hot: 4096 pages sampled
         assert len(run.series.census) >= 4 and run.series.census[-1][0] >= 7.9
-        # a page the kernel is migrating has no node; the census asks about it again, and only one still
-        # moving after that goes uncounted (before it asked again, CI saw a census come short)
+        # a page the kernel is migrating has no node; the census asks about it again, and a page still
+        # moving after that goes uncounted, up to 4 here (before it asked again, CI saw a census come short)
         assert all(4096 - 4 <= sum(where["hot"].values()) <= 4096 for _, where in run.series.census)
     # first touch filled the fast node before it reached the hot tail, and nothing moves it there
     assert default.hot_placed(0) < 0.05 and default.series.final_placed(1) > 0.95
