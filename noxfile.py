@@ -81,7 +81,7 @@ def bench_gather(session: nox.Session) -> None:
 
 @nox.session(name="bench-enforce")
 def bench_enforce(session: nox.Session) -> None:
-    """`llamas-agent enforce`'s CPU share of one vCPU per round, and the workload's rate beside it (goal: < 5 %)."""
+    """`llamas-agent enforce`'s CPU share of one vCPU per round, the workload's rate beside it, a round on a native core."""
     _install(session)
     session.run("python", "benchmarks/enforce.py", *session.posargs)
 

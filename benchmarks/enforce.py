@@ -13,6 +13,12 @@ and the workload's rate meanwhile. The first round moves pages into place and is
 apart. kdamond, the kernel thread that samples for the daemon's DAMON watch, is not in
 the daemon's CPU time; the workload's rate is the figure that includes it (under
 thread=single every vCPU shares one host thread).
+
+Last, what a round would cost on a native core: TCG runs the guest's code many times
+slower than the host runs it, so a share of an emulated vCPU overstates the share of a
+real one. A fixed pure-Python loop (the daemon is Python) is timed in the guest, alone,
+and on this host; a steady round's CPU divided by that slow-down is its native estimate,
+set against the policy's own interval (`limits.interval_s`).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -34,6 +42,7 @@ from testbed.vm import VM
 GOAL_PERCENT = 5.0
 WORKLOAD_LOG = "/tmp/bench-enforce-workload.log"
 ALONE_S = 20
+LOOP = "import time; t = time.process_time(); sum(i * i for i in range(2_000_000)); print(time.process_time() - t)"
 
 
 def progress(vm: VM) -> list[tuple[float, int]]:
@@ -48,6 +57,11 @@ def rate(ticks: list[tuple[float, int]], since: float, until: float) -> float:
         return 0.0
     (t0, a), (t1, b) = inside[0], inside[-1]
     return (b - a) / (t1 - t0)
+
+
+def loop_seconds(run) -> float:
+    """Median CPU seconds of LOOP over 3 runs; `run(code)` runs Python code and returns its output."""
+    return statistics.median(float(run(LOOP)) for _ in range(3))
 
 
 def enforce(vm: VM, policy: str, pid: int, interval: float, rounds: int) -> list[dict]:
@@ -73,7 +87,12 @@ def main() -> None:
     for column in ("interval s", "first round: moved MiB, CPU %", "later rounds: CPU % median (min..max)",
                    "CPU s per round", "workload ops/s (alone)", "goal"):
         table.add_column(column, justify="right")
+    native = loop_seconds(lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                                      text=True, check=True).stdout)
+    policy = json.loads(Path(matrix.rules_file(args.policy)).read_text())
+    steady: list[float] = []
     with VM(topology.load(topology.resolve(args.topology)), img, accel) as vm:
+        guest = loop_seconds(lambda code: vm.shell.run(f"python3 -c '{code}'").stdout)
         hot_table.install(vm.shell)
         agent.upload_text(vm.shell, Path(matrix.rules_file(args.policy)).read_bytes(), "/tmp/bench-policy.json")
         command = hot_table.command(1, seconds=24 * 3600, tick_ms=1000)
@@ -89,13 +108,20 @@ def main() -> None:
             first, later = records[0], records[1:] or records
             shares = [r["cpu_percent"] for r in later if r["cpu_percent"] is not None]
             median = statistics.median(shares)
+            steady = [r["cpu_seconds"] for r in later]
             table.add_row(f"{interval:g}", f"{first['moved_bytes'] >> 20}, {first['cpu_percent']:.1f}",
                           f"{median:.1f} ({min(shares):.1f}..{max(shares):.1f})",
-                          f"{statistics.median(r['cpu_seconds'] for r in later):.2f}",
+                          f"{statistics.median(steady):.2f}",
                           f"{rate(progress(vm), started, ended):,.0f} ({alone:,.0f})",
                           "[green]met[/green]" if median < GOAL_PERCENT else "[red]missed[/red]")
         vm.shell.run(f"kill {pid}; llamas-agent undo >/dev/null", check=False)
     console.print(table)
+    slow_down = guest / native
+    round_s = statistics.median(steady) / slow_down
+    console.print(f"A Python loop took {guest:.2f} s of CPU in the guest and {native:.3f} s on this host: "
+                  f"{slow_down:.0f}x. A steady round on a native core: ~{1000 * round_s:.0f} ms, "
+                  f"{100 * round_s / policy['limits']['interval_s']:.1f} % of the policy's "
+                  f"{policy['limits']['interval_s']:g} s interval.")
 
 
 if __name__ == "__main__":
