@@ -108,7 +108,7 @@ def main() -> None:
             first, later = records[0], records[1:] or records
             shares = [r["cpu_percent"] for r in later if r["cpu_percent"] is not None]
             median = statistics.median(shares)
-            steady = [r["cpu_seconds"] for r in later]
+            steady = [r["cpu_seconds"] for r in later]  # the last interval's feed the native estimate
             table.add_row(f"{interval:g}", f"{first['moved_bytes'] >> 20}, {first['cpu_percent']:.1f}",
                           f"{median:.1f} ({min(shares):.1f}..{max(shares):.1f})",
                           f"{statistics.median(steady):.2f}",
