@@ -52,7 +52,7 @@ def bench_boot(session: nox.Session) -> None:
 @nox.session(name="bench-cluster")
 def bench_cluster(session: nox.Session) -> None:
     """A matrix's wall time on 1 and 2 local Ray workers, and felt latency with guests side by side."""
-    _install(session, "[cluster]")
+    _install(session, "[cluster,local-llm]")  # the default matrix has an `llm` policy: the local model
     session.run("python", "benchmarks/cluster.py", *session.posargs)
 
 
