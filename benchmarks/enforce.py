@@ -89,12 +89,13 @@ def main() -> None:
         table.add_column(column, justify="right")
     native = loop_seconds(lambda code: subprocess.run([sys.executable, "-c", code], capture_output=True,
                                                       text=True, check=True).stdout)
-    policy = json.loads(Path(matrix.rules_file(args.policy)).read_text())
+    policy_text = Path(matrix.rules_file(args.policy)).read_bytes()
+    interval_s = json.loads(policy_text)["limits"]["interval_s"]
     steady: list[float] = []
     with VM(topology.load(topology.resolve(args.topology)), img, accel) as vm:
         guest = loop_seconds(lambda code: vm.shell.run(f"python3 -c '{code}'").stdout)
         hot_table.install(vm.shell)
-        agent.upload_text(vm.shell, Path(matrix.rules_file(args.policy)).read_bytes(), "/tmp/bench-policy.json")
+        agent.upload_text(vm.shell, policy_text, "/tmp/bench-policy.json")
         command = hot_table.command(1, seconds=24 * 3600, tick_ms=1000)
         pid = int(vm.shell.run(f"setsid {command} </dev/null >{WORKLOAD_LOG} 2>&1 & echo $!").stdout)
         vm.shell.run("echo 0 > /proc/sys/kernel/numa_balancing")  # the daemon alone moves pages
@@ -120,8 +121,7 @@ def main() -> None:
     round_s = statistics.median(steady) / slow_down
     console.print(f"A Python loop took {guest:.2f} s of CPU in the guest and {native:.3f} s on this host: "
                   f"{slow_down:.0f}x. A steady round on a native core: ~{1000 * round_s:.0f} ms, "
-                  f"{100 * round_s / policy['limits']['interval_s']:.1f} % of the policy's "
-                  f"{policy['limits']['interval_s']:g} s interval.")
+                  f"{100 * round_s / interval_s:.1f} % of the policy's {interval_s:g} s interval.")
 
 
 if __name__ == "__main__":
