@@ -10,7 +10,9 @@ on every node: a boot survives if QEMU is still up after it.  In the last boot i
 a chase on node 0 on one vCPU, then one on each of two vCPUs at once (the throughput
 speed-up a second TCG thread gives a memory-bound, 2-thread loop; 2.0 is perfect), then
 calibrates and trims under MTTCG (cached apart from one-thread figures) and prints the
-felt ratio errors, as `testbed probe-latency --mttcg` does.
+felt ratio errors, as `testbed probe-latency --mttcg` does.  On a machine whose cores differ
+(hybrid-tiered) the last boot also paces the slow vCPUs and prints each one's felt speed:
+cores and memory felt in one machine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import _vmhost  # benchmarks/_vmhost.py: each script runs as `python benchmarks/
 from rich.console import Console
 
 from testbed import topology
-from testbed.latency import calibrate, probe, trim
+from testbed.latency import calibrate, cores, probe, trim
 from testbed.latency.emulated import EmulatedMachine
 from testbed.vm import BootError
 
@@ -43,6 +45,14 @@ def speed_up(machine: EmulatedMachine, runs: int) -> tuple[float, float, float]:
     pair = statistics.median(statistics.mean(machine.run_chases(0, [0, 1], LOOP_MIB, 2).values())
                              for _ in range(runs))
     return alone, pair, 2 * alone / pair
+
+
+def core_speeds(machine: EmulatedMachine) -> dict[int, float]:
+    """{vCPU: felt speed relative to the fastest} on a machine with cores of different speed, else {}."""
+    if not machine.paces_cores:
+        return {}
+    cores.ensure(machine)
+    return cores.measure(machine)
 
 
 def main() -> int:
@@ -68,15 +78,19 @@ def main() -> int:
             survived += ok
             console.print(f"boot {boot}: {'survived' if ok else 'QEMU died'} ({machine.vm.boot_seconds:.1f} s to SSH)")
             if boot == args.boots and ok:
+                speeds = core_speeds(machine)
                 cal = calibrate.ensure(machine)
                 trim.ensure(machine, cal, targets)
-                last = (speed_up(machine, args.runs), probe.measure_nodes(machine, targets, calibrate.REPEATS), cal)
+                last = (speed_up(machine, args.runs), probe.measure_nodes(machine, targets, calibrate.REPEATS), cal,
+                        speeds)
         finally:
             machine.close()
     console.print(f"boots survived under MTTCG, armed after boot: {survived}/{args.boots}")
     if last is None:
         return 1
-    (alone, pair, gain), result, cal = last
+    (alone, pair, gain), result, cal, speeds = last
+    for cpu, felt in speeds.items():
+        console.print(f"vCPU {cpu}: speed {felt:.2f} (want {topo.cpu_speeds()[cpu]:.2f}), memory callbacks armed")
     console.print(f"chase on node 0, delays set: {alone:.0f} ns/load alone, {pair:.0f} ns/load two at once "
                   f"(vCPUs 0 and 1): throughput speed-up {gain:.2f}x from 1 to 2 vCPUs")
     k = cal.scale(targets)

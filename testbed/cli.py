@@ -19,7 +19,7 @@ from .evaluation import command as eval_command
 from .guest_view import GuestViewError
 from .host import HostError
 from .image import ImageError
-from .latency import cores
+from .latency import calibrate, cores, trim
 from .latency import probe as latency_probe
 from .latency.emulated import EmulatedMachine
 from .launcher import BootOptions, booted, load_topology
@@ -29,7 +29,7 @@ from .qmp import MonitorError
 from .report import print_reports
 from .ssh import GuestCommandError
 from .topology import TopologyError
-from .validate import Check, Report, compare, speed_checks
+from .validate import Check, Report, compare, latency_checks, speed_checks
 from .vm import BootError
 
 # Errors that end a command with a message instead of a traceback.
@@ -55,15 +55,32 @@ def validate_one(name: str, options: BootOptions) -> Report:
 
 
 def _validate_emulated(topo: topology.Topology, options: BootOptions) -> Report:
-    """Cores of different speed are felt only in emulated mode: boot with the plugin and time each vCPU."""
+    """Cores of different speed are felt only in emulated mode: boot with the plugin and time each vCPU.
+
+    Where the file gives latencies (HMAT), the same machine feels them too (a TCG thread per vCPU,
+    the memory callbacks armed after boot), and each node's felt ratio is checked as well.
+    """
     host.ensure()
     img = image.ensure(err)
-    err.print(f"[dim]booting {topo.name} in emulated mode (TCG and the latency plugin pace its slow cores)[/dim]")
-    with EmulatedMachine(topo, img, boot_timeout=options.boot_timeout, append=options.append) as machine:
+    feels_memory = bool(topo.hmat)
+    err.print(f"[dim]booting {topo.name} in emulated mode (TCG and the latency plugin pace its slow cores"
+              f"{' and delay each node' if feels_memory else ''})[/dim]")
+    with EmulatedMachine(topo, img, boot_timeout=options.boot_timeout, append=options.append,
+                         mttcg=feels_memory) as machine:
         seen = guest_view.read(machine.vm.shell)
         cores.ensure(machine)  # fitted once per host and image, then cached
         checks = compare(topo, seen) + speed_checks(topo, cores.measure(machine))
+        if feels_memory:
+            checks += latency_checks(_felt_ratios(machine))
         return Report(topo.name, "tcg+plugin", machine.vm.boot_seconds, checks)
+
+
+def _felt_ratios(machine: EmulatedMachine) -> dict[int, dict[str, tuple[float, float]]]:
+    """Calibrated and trimmed as `testbed probe-latency` does (both cached), then each node probed."""
+    targets = calibrate.targets(machine.topology)
+    cal = calibrate.ensure(machine)
+    trim.ensure(machine, cal, targets)
+    return latency_probe.measure_nodes(machine, targets, calibrate.REPEATS).ratios()
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -19,6 +19,8 @@ MEMORY_SLACK_MIB = 192
 MEMORY_SLACK_FRACTION = 0.15
 # A core's measured speed, relative to the fastest, may differ from the file's by this fraction.
 SPEED_TOLERANCE = 0.10
+# A node's felt latency relative to the fastest node's may differ from the file's ratio by this fraction.
+LATENCY_TOLERANCE = 0.10
 
 
 @dataclass(frozen=True)
@@ -127,4 +129,17 @@ def speed_checks(topo: Topology, relative: dict[int, float]) -> list[Check]:
         observed = relative.get(cpu)
         ok = observed is not None and abs(observed / expected - 1) <= SPEED_TOLERANCE
         checks.append(Check(f"cpu{cpu}.speed", expected, None if observed is None else round(observed, 3), ok))
+    return checks
+
+
+def latency_checks(ratios: dict[int, dict[str, tuple[float, float]]]) -> list[Check]:
+    """Per node and kind: the felt latency relative to the fastest node's against the file's ratio.
+
+    `ratios` is `ProbeResult.ratios()`: {node: {"read"|"write": (target ratio, measured ratio)}}.
+    """
+    checks = []
+    for node, kinds in sorted(ratios.items()):
+        for kind, (target, measured) in kinds.items():
+            ok = abs(measured / target - 1) <= LATENCY_TOLERANCE
+            checks.append(Check(f"node{node}.felt_{kind}_ratio", round(target, 3), round(measured, 3), ok))
     return checks

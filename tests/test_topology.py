@@ -9,7 +9,8 @@ import pytest
 from testbed import topology as t
 from testbed.topology import NodeKind, Topology, TopologyError
 
-SHIPPED = ["cxl-type3", "dram-cxl", "dram-only", "dram-nvm", "hbm-dram-cxl", "hybrid-cores", "two-socket"]
+SHIPPED = ["cxl-type3", "dram-cxl", "dram-only", "dram-nvm", "hbm-dram-cxl", "hybrid-cores", "hybrid-tiered",
+           "two-socket"]
 
 DESCRIPTION = 'description = "A test machine with enough words in its description to pass."\n'
 
@@ -493,6 +494,14 @@ def test_hybrid_cores_speeds(load_topology):
     assert topo.cpu_speeds() == {0: 1.0, 1: 1.0, 2: 0.4, 3: 0.4}
     assert topo.heterogeneous_cores and topo.fastest_cpus() == [0, 1]
     assert [g.kind for g in topo.cores] == ["performance", "efficiency"]
+
+
+def test_hybrid_tiered_has_slow_cores_and_slow_memory(load_topology):
+    topo = load_topology("hybrid-tiered")
+    assert topo.cpu_speeds() == {0: 1.0, 1: 1.0, 2: 0.4, 3: 0.4}
+    assert [n.kind for n in topo.nodes] == ["dram", "nvm"] and not topo.cxl_nodes
+    nvm = topo.best_hmat(topo.nodes[1])
+    assert (nvm.read_latency_ns, nvm.write_latency_ns) == (305, 900)
 
 
 def test_unlisted_cpus_run_at_full_speed():

@@ -179,7 +179,8 @@ def measure(machine: EmulatedMachine, node: int) -> Calibration:
 
 
 def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
-    """The cached calibration for this host and image, measuring it in `machine` if missing."""
+    """The cached calibration for this host and image, measuring it in `machine` if missing; a machine with
+    paced cores is told the emulator's cost of a miss from it."""
     if not machine.feels_memory:
         raise CalibrationError(f"{machine.topology.name} has cores of different speed: the plugin paces its "
                                "vCPUs (a TCG thread each) and emulates memory latency there only with mttcg")
@@ -188,4 +189,8 @@ def ensure(machine: EmulatedMachine, force: bool = False) -> Calibration:
     if cal is None:
         cal = measure(machine, reference_node(machine.topology))
         save(cal)
+    if machine.paces_cores:
+        # A slow core's misses wait as long as a fast core's: its pace forgives the emulator's own cost
+        # of each miss, which is this base (plugin.c).
+        machine.control.set_miss_cost(cal.base_read_ns, cal.base_write_ns)
     return cal

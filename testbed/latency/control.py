@@ -117,6 +117,10 @@ class Control:
     def set_delay(self, node: int, read_ns: int, write_ns: int) -> None:
         self.request(f"delay {node} {int(read_ns)} {int(write_ns)}")
 
+    def set_miss_cost(self, read_ns: float, write_ns: float) -> None:
+        """The emulator's own ns per missed read and write, forgiven from a paced vCPU's pace (plugin.c)."""
+        self.request(f"miss_cost {round(read_ns)} {round(write_ns)}")
+
     def add_range(self, base: int, end: int, node: int) -> None:
         self.request(f"range {base:x} {end:x} {node}")
 

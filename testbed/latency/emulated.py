@@ -106,6 +106,14 @@ def nominal_paces(topology: Topology) -> dict[int, int]:
     return {cpu: round(speed * 1000) for cpu, speed in topology.cpu_speeds().items() if speed < 1}
 
 
+def probe_cpus(topology: Topology) -> list[int]:
+    """The vCPUs latency probes run on: the first CPU node's fastest ones (a paced, slower vCPU would
+    add its own sleeps to every figure)."""
+    cpus = next(n.cpus for n in topology.nodes if n.cpus)
+    fastest = set(topology.fastest_cpus())
+    return [c for c in cpus if c in fastest] or cpus
+
+
 def ns_per_op(line: str) -> float:
     """The ns_per_op figure of one latency_probe line (`mode=chase ns_per_op=123.4 ops=...`)."""
     return float(dict(kv.split("=", 1) for kv in line.split())["ns_per_op"])
@@ -181,10 +189,10 @@ class EmulatedMachine:
         self.delays = dict(delays)
 
     def run_probe(self, mode: str, node: int, size_mib: int = 32, passes: int = 1) -> float:
-        """ns per operation of the guest microbenchmark bound to memory `node`, CPUs of node 0."""
-        cpu_node = next(n.id for n in self.topology.nodes if n.cpus)
-        out = self.vm.shell.run(f"numactl --membind={node} --cpunodebind={cpu_node} "
-                                f"{GUEST_PROBE} {mode} {size_mib} {passes}", timeout=600).stdout
+        """ns per operation of the guest microbenchmark bound to memory `node`, on `probe_cpus`."""
+        cpus = ",".join(map(str, probe_cpus(self.topology)))
+        out = self.vm.shell.run(f"numactl --membind={int(node)} --physcpubind={cpus} "
+                                f"{GUEST_PROBE} {mode} {int(size_mib)} {int(passes)}", timeout=600).stdout
         return ns_per_op(out)
 
     def set_paces(self, pace: dict[int, int]) -> None:

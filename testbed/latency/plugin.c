@@ -21,7 +21,12 @@
  * Cores of different speed (a sibling job in the same plugin): a vCPU with
  * speed s < 1 owes (1/s - 1) ns of sleep for every ns of CPU time its thread
  * spends running it, so its instruction rate is s times what it would be;
- * sleeps, halts and host preemption are no CPU time and never count.  This
+ * sleeps, halts and host preemption are no CPU time and never count.  A slow
+ * core computes slower, but its misses wait on memory as long as a fast core's:
+ * so on a vCPU with memory callbacks the CPU time spent paying memory debt is
+ * not counted, and neither is the emulator's own cost of each miss (`miss_cost`,
+ * the calibration's base: what the guest feels per access at zero delay), which
+ * its pace would otherwise stretch.  This
  * needs one thread per vCPU (`-accel tcg,thread=multi`, with `mem=0` or
  * `threads=multi`): with one TCG thread a sleep would stall every vCPU, and
  * QEMU then reports to a callback the vCPU that translated the block, not the
@@ -63,6 +68,8 @@
  *   delay NODE READ WRITE -> ok  (change a node's delays while running)
  *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
  *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
+ *   miss_cost READ WRITE  -> ok  (the emulator's ns per missed read / write, kept out
+ *                            of a paced vCPU's CPU time on each miss)
  *   config                -> JSON of ranges, delays and cache geometry
  *
  * Debian ships no qemu-plugin.h, so the few API pieces used are declared
@@ -186,13 +193,14 @@ static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Pacing of slow vCPUs (see the top): per vCPU, touched only by its own thread. */
 #define PACE_INSNS (1u << 16) /* instructions between two reads of the thread's CPU clock */
-struct pace { uint64_t permille, insns, mark_ns, ran_ns, slept_ns; int64_t owed_ns; };
+struct pace { uint64_t permille, insns, mark_ns, ran_ns, slept_ns, forgiven_ns; int64_t owed_ns; };
 static struct pace pace[MAX_VCPUS];
 static struct { uint64_t insns, ran_ns, slept_ns; } pace_base[MAX_VCPUS];
 static bool pacing;      /* some vCPU is slower than the emulator */
 static qemu_plugin_u64 pending; /* per vCPU: instructions since its last check, added inline */
 static bool mem_cbs = true; /* mem=0: pacing only (needed with multi-threaded TCG) */
 static uint64_t pace_batch_ns = 1000000; /* sleep in ~1 ms pieces: fewer wake-ups, less cold cache */
+static uint64_t miss_cost_ns[2];          /* read, write: the emulator's own ns per miss (see the top) */
 
 /* Host time by vCPU (thread=single runs one vCPU at a time, in turn): a kernel thread
  * on another vCPU takes its time from the workload here, where a machine with as many
@@ -289,6 +297,13 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
 }
 
+static uint64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+}
+
 /* ns this thread has waited on a run queue (runnable, not running), from
  * /proc/thread-self/schedstat; 0 where the kernel does not keep schedstats. */
 static uint64_t run_delay_ns(void)
@@ -314,8 +329,10 @@ static uint64_t run_delay_ns(void)
  * host load.  A preemption can last milliseconds, longer than one batch, so
  * credit may run ahead of the debt, up to credit_cap_ns; halted (idle) time
  * is no run-queue wait and earns none. */
-static void pay_debt(void)
+static void pay_debt(struct pace *p)
 {
+    bool paced = p && p->permille && p->permille < 1000 && p->mark_ns;
+    uint64_t cpu_before = paced ? thread_cpu_ns() : 0;
     static __thread bool slack_set;
     static __thread uint64_t waited_mark;
     if (!slack_set) {
@@ -342,13 +359,16 @@ static void pay_debt(void)
     __atomic_fetch_add(&slept_ns, slept, __ATOMIC_RELAXED);
     __atomic_fetch_add(&sleeps, 1, __ATOMIC_RELAXED);
     waited_mark = run_delay_ns(); /* a wait to run again after the sleep is in `slept` already */
+    if (paced) {
+        p->mark_ns += thread_cpu_ns() - cpu_before; /* paying memory debt is not the vCPU computing */
+    }
 }
 
-static uint64_t thread_cpu_ns(void)
+/* A paced vCPU's miss: the emulator's own cost of it is memory time, not compute,
+ * so its share of the CPU time is kept out of the pace at the next check. */
+static inline void forgive_miss(struct pace *p, bool store)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec;
+    p->forgiven_ns += __atomic_load_n(&miss_cost_ns[store], __ATOMIC_RELAXED);
 }
 
 /* A slow vCPU owes (1000 / permille - 1) ns of sleep per ns of CPU time its
@@ -359,8 +379,11 @@ static void pace_pay(struct pace *p)
     uint64_t ran = p->mark_ns ? cpu - p->mark_ns : 0;
     p->mark_ns = cpu;
     p->ran_ns += ran;
+    /* CPU time spent on misses was memory, not compute: at most all of this interval's */
+    uint64_t computed = ran > p->forgiven_ns ? ran - p->forgiven_ns : 0;
+    p->forgiven_ns = 0;
     if (p->permille && p->permille < 1000) {
-        p->owed_ns += (int64_t)(ran * (1000 - p->permille) / p->permille);
+        p->owed_ns += (int64_t)(computed * (1000 - p->permille) / p->permille);
     }
     if (p->owed_ns <= (int64_t)pace_batch_ns) {
         return;
@@ -441,9 +464,13 @@ static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
         c->read_misses++;
     }
     c->delay_ns += owed;
+    struct pace *p = pacing && vcpu < MAX_VCPUS ? &pace[vcpu] : NULL;
+    if (p) {
+        forgive_miss(p, store);
+    }
     debt_ns += (int64_t)owed;
     if (debt_ns > (int64_t)batch_ns) {
-        pay_debt();
+        pay_debt(p);
     }
 }
 
@@ -571,9 +598,11 @@ static size_t format_config(char *out, size_t size)
     return len + snprintf(out + len, size - len,
                           "],\"cache_kib\":%" PRIu64 ",\"line\":%u,\"ways\":%u,\"sets\":%" PRIu64
                           ",\"batch_ns\":%" PRIu64 ",\"credit_cap_ns\":%" PRIu64
-                          ",\"threads\":\"%s\",\"armed\":%s}\n",
+                          ",\"threads\":\"%s\",\"armed\":%s,\"miss_cost\":[%" PRIu64 ",%" PRIu64 "]}\n",
                           cache_kib, 1u << line_shift, ways, n_sets, batch_ns, credit_cap_ns,
-                          multi ? "multi" : "single", __atomic_load_n(&armed, __ATOMIC_ACQUIRE) ? "true" : "false");
+                          multi ? "multi" : "single", __atomic_load_n(&armed, __ATOMIC_ACQUIRE) ? "true" : "false",
+                          __atomic_load_n(&miss_cost_ns[0], __ATOMIC_RELAXED),
+                          __atomic_load_n(&miss_cost_ns[1], __ATOMIC_RELAXED));
 }
 
 static bool add_range(uint64_t lo, uint64_t hi, int node)
@@ -663,6 +692,11 @@ static size_t answer(const char *request, char *out, size_t size)
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "speed %d %" SCNu64, &node, &a) == 2 && set_speed(node, a, false)) {
+        return snprintf(out, size, "ok\n");
+    }
+    if (sscanf(request, "miss_cost %" SCNu64 " %" SCNu64, &a, &b) == 2 && a < 1000000 && b < 1000000) {
+        __atomic_store_n(&miss_cost_ns[0], a, __ATOMIC_RELAXED);
+        __atomic_store_n(&miss_cost_ns[1], b, __ATOMIC_RELAXED);
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "range %" SCNx64 " %" SCNx64 " %d", &a, &b, &node) == 3 && add_range(a, b, node)) {

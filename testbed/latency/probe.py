@@ -4,7 +4,7 @@ Boots the topology in emulated mode (TCG, one thread or with --mttcg one per vCP
 calibrates once per host and image and trims the delays once per topology
 (both cached; the cached trim is measured again in every boot and fitted again where
 the host has drifted from it), then runs a pointer chase and a store loop bound to each node
-(numactl --membind=N --cpunodebind=<CPU node>) and reports per node the
+(numactl --membind=N, on the CPU node's fastest vCPUs) and reports per node the
 target and measured read and write latencies and the largest error of the
 slow/fast ratios.  Measured figures are what the
 guest feels, k times the target (k absorbs TCG's own cost); ratios are the
@@ -82,7 +82,8 @@ def probe_latency(topology_name: str, json_output: bool = False, *, repeats: int
     host.ensure()
     img = image.ensure(console)
     with console.status(f"booting {topo.name} in emulated latency mode (TCG, latency plugin)"):
-        machine = EmulatedMachine(topo, img, cache=CacheModel(), mttcg=mttcg).__enter__()
+        # Paced cores feel memory latency only beside a TCG thread per vCPU.
+        machine = EmulatedMachine(topo, img, cache=CacheModel(), mttcg=mttcg or topo.heterogeneous_cores).__enter__()
     try:
         with console.status("calibrating against TCG's own speed (once per host and image)"):
             cal = calibrate.ensure(machine, force=recalibrate)

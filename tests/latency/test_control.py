@@ -90,7 +90,15 @@ def test_counters_cover_every_ranged_node_and_the_unclassified_slot(plugin_qemu)
 
 
 @needs_qemu
-@pytest.mark.parametrize("request_line", ["delay 99 1 1", "range 10 5 0", "frobnicate"])
+def test_the_emulators_miss_cost_is_set_while_running(plugin_qemu):
+    assert plugin_qemu.config()["miss_cost"] == [0, 0]  # nothing kept out of a pace until told
+    plugin_qemu.set_miss_cost(612.4, 598.6)
+    assert plugin_qemu.config()["miss_cost"] == [612, 599]
+
+
+@needs_qemu
+@pytest.mark.parametrize("request_line", ["delay 99 1 1", "range 10 5 0", "miss_cost 5", "miss_cost 1 9999999",
+                                          "frobnicate"])
 def test_bad_requests_are_refused_and_the_socket_stays_usable(plugin_qemu, request_line):
     with pytest.raises(ControlError, match="plugin refused"):
         plugin_qemu.request(request_line)

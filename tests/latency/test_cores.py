@@ -1,4 +1,4 @@
-"""Core speeds: the plugin arguments a hybrid machine gets, the speed checks of `testbed validate`."""
+"""Core speeds: the plugin arguments a hybrid machine gets, the speed and felt-latency checks of `testbed validate`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from testbed.latency.emulated import (
     CacheModel,
     nominal_paces,
     plugin_option,
+    probe_cpus,
     speed_args,
 )
-from testbed.validate import speed_checks
+from testbed.validate import latency_checks, speed_checks
 
 
 def test_a_uniform_machine_gets_no_pacing(load_topology):
@@ -49,3 +50,15 @@ def test_speed_checks_hold_within_ten_percent(load_topology):
 def test_a_vcpu_not_measured_fails_its_check(load_topology):
     checks = speed_checks(load_topology("hybrid-cores"), {0: 1.0, 1: 1.0, 2: 0.4})
     assert [c.ok for c in checks] == [True, True, True, False]
+
+
+def test_latency_probes_run_on_the_fastest_vcpus_of_the_cpu_node(load_topology):
+    assert probe_cpus(load_topology("hybrid-tiered")) == [0, 1]  # never a paced efficiency core
+    assert probe_cpus(load_topology("dram-nvm")) == [0, 1]
+    assert probe_cpus(load_topology("two-socket")) == [0, 1]  # socket 0's CPUs, as before
+
+
+def test_latency_checks_hold_within_ten_percent_per_node_and_kind():
+    checks = latency_checks({1: {"read": (3.05, 3.2), "write": (9.0, 7.9)}})
+    assert [(c.name, c.expected, c.observed, c.ok) for c in checks] == [
+        ("node1.felt_read_ratio", 3.05, 3.2, True), ("node1.felt_write_ratio", 9.0, 7.9, False)]

@@ -1,0 +1,67 @@
+"""A real guest on hybrid-tiered: slow cores and slow memory felt in one machine (a TCG thread per vCPU)."""
+
+from __future__ import annotations
+
+import pytest
+
+from testbed.latency.emulated import EmulatedMachine
+from testbed.topology import load, resolve
+
+pytestmark = pytest.mark.vm
+
+SIZE_MIB = 32  # twice the modelled last-level cache: every load of the chase misses
+# Fixed, uncalibrated delays: this module checks the mechanism; `testbed validate hybrid-tiered`
+# and `nox -s bench-mttcg -- hybrid-tiered` check the fitted speeds and ratios.
+DELAYS = {0: (500, 500), 1: (3000, 3000)}
+FAST, SLOW = 0, 2  # a performance core and an efficiency core (speed 0.4)
+
+
+@pytest.fixture(scope="module")
+def hybrid(guest_image):
+    with EmulatedMachine(load(resolve("hybrid-tiered")), guest_image, delays=DELAYS, mttcg=True) as machine:
+        yield machine
+
+
+def test_the_machine_paces_cores_and_feels_memory_armed_after_boot(hybrid):
+    assert hybrid.paces_cores and hybrid.feels_memory and hybrid.mttcg
+    config = hybrid.control.config()
+    assert (config["threads"], config["armed"]) == ("multi", True)
+    pace = hybrid.control.read().pace
+    assert pace[2]["permille"] == pace[3]["permille"] == 400, pace
+
+
+def test_the_efficiency_core_computes_slower(hybrid):
+    hybrid.control.reset()
+    ns = hybrid.run_spins({FAST: 20, SLOW: 8})
+    assert ns[SLOW] > 1.8 * ns[FAST], ns  # paced at 0.4: about 2.5 times the ns per step
+    pace = hybrid.control.read().pace
+    assert pace[SLOW]["slept_ns"] > 0 and pace[FAST].get("slept_ns", 0) == 0, pace
+
+
+def test_both_kinds_of_core_feel_the_slow_node_and_its_delay_is_not_paced(hybrid):
+    hybrid.control.reset()
+    near = hybrid.run_chases(0, [FAST, SLOW], SIZE_MIB)
+    far = hybrid.run_chases(1, [FAST, SLOW], SIZE_MIB)
+    counters = hybrid.control.read()
+    for cpu in (FAST, SLOW):
+        assert far[cpu] > 2 * near[cpu], (near, far)  # 3,000 ns owed per miss against 500
+        assert counters.vcpus[cpu]["read_misses"] >= 0.95 * 2 * 2 * SIZE_MIB * 1024 * 1024 // 64, counters.vcpus
+    # Pacing counts the vCPU's CPU time, not its sleeps on memory: the 2,500 ns more owed per miss on
+    # node 1 costs the efficiency core about what it costs the performance core, not 2.5 times as much.
+    assert far[SLOW] - near[SLOW] < 2 * (far[FAST] - near[FAST]), (near, far)
+
+
+def test_the_emulators_cost_of_a_miss_is_not_paced(hybrid):
+    """Told what a miss costs the emulator (as calibrate.ensure does), the slow core stops stretching it:
+    a memory-bound loop on the efficiency core gets clearly faster, its compute still paced."""
+    hybrid.set_delays({0: (0, 0), 1: (0, 0)})
+    miss = hybrid.run_chases(0, [FAST], SIZE_MIB)[FAST]  # the calibration's base: ns per load at zero delay
+    hybrid.set_delays(DELAYS)
+    hybrid.control.set_miss_cost(0, 0)
+    stretched = hybrid.run_chases(0, [SLOW], SIZE_MIB)[SLOW]
+    hybrid.control.set_miss_cost(miss, miss)
+    assert hybrid.control.config()["miss_cost"] == [round(miss), round(miss)]
+    kept_out = hybrid.run_chases(0, [SLOW], SIZE_MIB)[SLOW]
+    assert kept_out < 0.85 * stretched, (miss, stretched, kept_out)
+    ns = hybrid.run_spins({FAST: 20, SLOW: 8})
+    assert ns[SLOW] > 1.8 * ns[FAST], ns  # a register-only loop has no misses to keep out
