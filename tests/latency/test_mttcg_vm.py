@@ -41,8 +41,10 @@ def test_each_vcpu_is_counted_for_its_own_accesses(mttcg_machine):
 
     on1, on0 = read_misses(1), read_misses(0)
     # a warm-up and a timed pass, each missing on every line; the shell and sshd add some tens of thousands
+    # on either vCPU (77,523 on vCPU 0 once, beside the loop on vCPU 1)
     loop = 2 * LINES
-    assert on1[1] - on0.get(1, 0) >= 0.9 * loop and on0[0] - on1.get(0, 0) >= 0.9 * loop, (on1, on0)
+    assert on1[1] >= 0.9 * loop and on0[0] >= 0.9 * loop, (on1, on0)
+    assert on1.get(0, 0) < 0.2 * loop and on0.get(1, 0) < 0.2 * loop, (on1, on0)
 
 
 def test_two_vcpus_chase_at_once_each_feeling_its_node(mttcg_machine):
