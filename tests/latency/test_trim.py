@@ -134,3 +134,29 @@ def test_a_cached_trim_the_host_has_drifted_from_is_fitted_again_from_it(tmp_pat
     assert again.error <= trim.TOLERANCE and again.delays != fitted.delays and drifted.delays == again.delays
     assert 1 < drifted.probes // (len(nvm_targets) * 2 * calibrate.REPEATS) <= trim.ROUNDS
     assert trim.Trim.from_json(json.loads(trim._path(CAL, nvm_targets).read_text())).delays == again.delays
+
+
+def _trim(error: float) -> trim.Trim:
+    return trim.Trim({0: (500, 600), 1: (3000, 10000)}, {0: (1400.0, 1500.0), 1: (4700.0, 13800.0)}, error, 3)
+
+
+@pytest.mark.parametrize("fitted, checked, kept", [
+    (0.02, 0.049, True),    # within RECHECK_ERROR outright
+    (0.02, 0.08, False),    # the level moved 6 % since a close fit: fit again
+    (0.0755, 0.09, True),   # a noisy host's best fit (this host: 5.7-7.6 % after 3 rounds), checked as close
+    (0.0755, 0.13, False),  # beyond the goal it was cached under
+    (0.098, 0.11, False),
+])
+def test_a_check_is_judged_against_what_the_fit_came_to(fitted, checked, kept):
+    assert trim.holds(_trim(fitted), _trim(checked)) is kept
+
+
+def test_a_cached_trim_from_a_noisy_host_checked_as_close_is_kept(tmp_path, monkeypatch, nvm_targets):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
+    noisy = trim.Trim(fitted.delays, fitted.felt, 0.07, 3)  # what the fit came to on a noisy host
+    trim._path(CAL, nvm_targets).write_text(json.dumps(noisy.to_json()))
+    host = Host(0.3, shift=60.0)  # every node ~5 % slower than at the fit: within 5 % of its 7 %
+    again = trim.ensure(host, CAL, nvm_targets)
+    assert trim.RECHECK_ERROR < again.error <= noisy.error + trim.RECHECK_ERROR
+    assert again.rounds == 1 and host.probes == len(nvm_targets) * 2 * calibrate.REPEATS  # the check only
