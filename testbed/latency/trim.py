@@ -22,7 +22,9 @@ replacing the cached one) where the check is off by more than CACHE_ERROR, or by
 RECHECK_ERROR beyond what the fit itself came to.  Beyond, not absolute: on a noisy host no fit
 comes within RECHECK_ERROR (here, on a later day, four topologies' fits stopped 5.7-7.6 % off after
 three rounds), and an absolute threshold then refitted in every boot, three rounds of probes
-(~5 minutes under one TCG thread) to land on another fit no closer than the cached one.
+(~5 minutes under one TCG thread) to land on another fit no closer than the cached one.  And a trim
+fitted or checked in the last RECHECK_AFTER_S is not checked again: the same host, within the half hour
+one long matrix spends in one boot unchecked.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -43,6 +47,10 @@ CACHE_ERROR = 0.10
 # A level every node keeps within 5 % bends no ratio by more than ~10 %, the testbed's goal: a uniform
 # shift of the level by d moves the trim's error by at most d.
 RECHECK_ERROR = 0.05
+# A check is one round of probes (~100 s under one TCG thread here): a trim fitted or checked within
+# this long is used as it is, the same exposure to drift as the later runs of a half-hour matrix in
+# one boot, which are never checked.
+RECHECK_AFTER_S = 30 * 60
 
 log = logging.getLogger(__name__)
 ROUNDS = 3
@@ -138,12 +146,18 @@ def ensure(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[
            force: bool = False) -> Trim:
     """Set this topology's trimmed delays in `machine`: the cached ones if they still hold here (checked),
     else fitted (on from the cached ones, where there are some) and cached if they came within CACHE_ERROR.
-    The Trim returned has this machine's figures."""
+    A cached trim fitted or checked less than RECHECK_AFTER_S ago is used without a check. The Trim
+    returned has this machine's figures, or the last check's where none was made."""
     path = _path(cal, targets)
     cached = Trim.from_json(json.loads(path.read_text())) if path.exists() and not force else None
+    if cached is not None and (age := time.time() - path.stat().st_mtime) < RECHECK_AFTER_S:
+        log.info("%s: the cached trim was measured %.0f s ago; used unchecked", machine.topology.name, age)
+        machine.set_delays(cached.delays)
+        return cached
     checked = check(machine, cal, targets, cached) if cached is not None else None
     if checked is not None and holds(cached, checked):
         trim = checked
+        os.utime(path)  # measured now: the next boots within RECHECK_AFTER_S need not measure it again
     else:
         if checked is not None:
             log.warning("%s: the cached trim is %.1f %% off here now; fitting it again",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 
@@ -64,6 +66,12 @@ def test_a_trim_survives_its_json():
     assert trim.Trim.from_json(t.to_json()) == t
 
 
+def _age(path, seconds=trim.RECHECK_AFTER_S + 1):
+    """Make a cached trim look fitted or checked `seconds` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
 class Host:
     """The calls trim makes of a machine, answered from the bent response, every figure `shift` ns off
     (TCG's own cost per access moved since the calibration)."""
@@ -112,18 +120,34 @@ def test_only_a_trim_within_the_goal_is_cached(tmp_path, monkeypatch, nvm_target
 def test_a_cached_trim_that_still_holds_is_checked_once_and_kept(tmp_path, monkeypatch, nvm_targets):
     monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
     fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
-    cached = trim._path(CAL, nvm_targets).read_text()
+    path = trim._path(CAL, nvm_targets)
+    cached = path.read_text()
+    _age(path)
     host = Host(0.3, shift=10.0)  # a little slower today: within RECHECK_ERROR
     again = trim.ensure(host, CAL, nvm_targets)
     assert host.probes == len(nvm_targets) * 2 * calibrate.REPEATS  # one round: the check
     assert again.delays == fitted.delays == host.delays and again.rounds == 1
     assert again.felt == {n: (r + 10, w + 10) for n, (r, w) in fitted.felt.items()}  # today's figures
-    assert trim._path(CAL, nvm_targets).read_text() == cached
+    assert path.read_text() == cached
+    assert time.time() - path.stat().st_mtime < trim.RECHECK_AFTER_S  # checked now
+
+
+def test_a_trim_measured_within_the_recheck_period_is_used_unchecked(tmp_path, monkeypatch, nvm_targets):
+    monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
+    fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
+    path = trim._path(CAL, nvm_targets)
+    _age(path, trim.RECHECK_AFTER_S - 60)
+    drifted = Host(0.3, shift=-150.0)  # it would fail a check, but none is due
+    assert trim.ensure(drifted, CAL, nvm_targets) == trim.Trim.from_json(fitted.to_json())  # as cached
+    assert drifted.probes == 0 and drifted.delays == fitted.delays
+    _age(path)
+    assert trim.ensure(drifted, CAL, nvm_targets).delays != fitted.delays  # due: checked, and fitted again
 
 
 def test_a_cached_trim_the_host_has_drifted_from_is_fitted_again_from_it(tmp_path, monkeypatch, nvm_targets):
     monkeypatch.setenv("LLAMAS_CACHE", str(tmp_path))
     fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
+    _age(trim._path(CAL, nvm_targets))
     drifted = Host(0.3, shift=-150.0)  # TCG's own cost per access fell: every node feels 150 ns less
     assert trim.check(drifted, CAL, nvm_targets, fitted).error > trim.RECHECK_ERROR
     felt = bent(fitted.delays, 0.3)
@@ -156,6 +180,7 @@ def test_a_cached_trim_from_a_noisy_host_checked_as_close_is_kept(tmp_path, monk
     fitted = trim.ensure(Host(0.3), CAL, nvm_targets)
     noisy = trim.Trim(fitted.delays, fitted.felt, 0.07, 3)  # what the fit came to on a noisy host
     trim._path(CAL, nvm_targets).write_text(json.dumps(noisy.to_json()))
+    _age(trim._path(CAL, nvm_targets))
     host = Host(0.3, shift=60.0)  # every node ~5 % slower than at the fit: within 5 % of its 7 %
     again = trim.ensure(host, CAL, nvm_targets)
     assert trim.RECHECK_ERROR < again.error <= noisy.error + trim.RECHECK_ERROR
