@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..files import write_atomic
@@ -60,23 +60,25 @@ Felt = dict[int, tuple[float, float]]  # node -> (read ns, write ns) the guest m
 
 @dataclass(frozen=True)
 class Trim:
-    """Delays that made each node feel k times its target, and how close the last round came."""
+    """Delays that made each node feel k times its target, how close the last round came, and how many
+    seconds before this machine that round was (0: measured in it)."""
 
     delays: Delays
     felt: Felt
     error: float
     rounds: int
+    age_s: float = 0.0
 
     def to_json(self) -> dict:
         return {"delays_ns": {str(n): list(d) for n, d in self.delays.items()},
                 "felt_ns": {str(n): [round(r, 1), round(w, 1)] for n, (r, w) in self.felt.items()},
-                "error": round(self.error, 4), "rounds": self.rounds}
+                "error": round(self.error, 4), "rounds": self.rounds, "age_s": round(self.age_s)}
 
     @classmethod
     def from_json(cls, doc: dict) -> Trim:
         return cls({int(n): (int(r), int(w)) for n, (r, w) in doc["delays_ns"].items()},
                    {int(n): (float(r), float(w)) for n, (r, w) in doc["felt_ns"].items()},
-                   float(doc["error"]), int(doc["rounds"]))
+                   float(doc["error"]), int(doc["rounds"]), float(doc.get("age_s", 0.0)))
 
 
 def wanted(cal: Calibration, targets: dict[int, tuple[int, int]]) -> Felt:
@@ -153,7 +155,7 @@ def ensure(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[
     if cached is not None and (age := time.time() - path.stat().st_mtime) < RECHECK_AFTER_S:
         log.info("%s: the cached trim was measured %.0f s ago; used unchecked", machine.topology.name, age)
         machine.set_delays(cached.delays)
-        return cached
+        return replace(cached, age_s=age)
     checked = check(machine, cal, targets, cached) if cached is not None else None
     if checked is not None and holds(cached, checked):
         trim = checked

@@ -138,7 +138,10 @@ def test_a_trim_measured_within_the_recheck_period_is_used_unchecked(tmp_path, m
     path = trim._path(CAL, nvm_targets)
     _age(path, trim.RECHECK_AFTER_S - 60)
     drifted = Host(0.3, shift=-150.0)  # it would fail a check, but none is due
-    assert trim.ensure(drifted, CAL, nvm_targets) == trim.Trim.from_json(fitted.to_json())  # as cached
+    used = trim.ensure(drifted, CAL, nvm_targets)
+    assert used.delays == fitted.delays and used.rounds == fitted.rounds  # as cached
+    assert trim.RECHECK_AFTER_S - 70 < used.age_s < trim.RECHECK_AFTER_S  # and said to be that old
+    assert fitted.age_s == 0 and trim.Trim.from_json(used.to_json()).age_s == round(used.age_s)
     assert drifted.probes == 0 and drifted.delays == fitted.delays
     _age(path)
     assert trim.ensure(drifted, CAL, nvm_targets).delays != fitted.delays  # due: checked, and fitted again
