@@ -24,11 +24,11 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 6  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census
+SCHEMA_VERSION = 7  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
-                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts")
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts", "fast_free_mib")
 
 
 class NodeCounters(BaseModel):
@@ -86,6 +86,8 @@ class Run(BaseModel):
                                        "the timed phase: rounds, moved_mib, no_room_mib (its last round), "
                                        "cpu_s, cpu_percent (its mean share of one vCPU) and "
                                        "steady_cpu_percent (the median share of its rounds that moved nothing)")
+    fast_free_mib: int | None = Field(default=None, description="the fastest node's free memory (MiB) as the "
+                                      "run's set-up began, after a squeezed node was settled again")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 

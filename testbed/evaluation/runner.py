@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -205,6 +205,7 @@ class Bench:
     delays: Delays          # felt in the timed phase
     zero: Delays            # everywhere else
     time_scale: float = 1.0  # the kernel's policy clocks run this many times slower
+    held: squeeze.Squeeze | None = None  # the fast node's squeeze, settled again before each run
 
 
 def _time_scale(evaluation: Evaluation, machine: EmulatedMachine, k: float | None) -> float:
@@ -258,6 +259,7 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
         if evaluation.matrix.fast_node_free_mib:
             held = squeeze.squeeze(shell, fast, evaluation.matrix.fast_node_free_mib)
         evaluation.manifest.plugin.setdefault(name, {})["fast_node_held_mib"] = held.held_mib if held else 0
+        bench = replace(bench, held=held)
         installed: set[str] = set()
         try:
             for key in keys:
@@ -352,6 +354,8 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
     phases = matrix.host_phases(bench.time_scale)
     machine.set_delays(bench.zero)  # set-up at TCG speed: only the timed phase feels the latency
     with _phase(run, "setup"):
+        run.fast_free_mib = (bench.held.settle(matrix.fast_node_free_mib) if bench.held is not None
+                             else squeeze.node_free_mib(ctx.shell, bench.fast))
         command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
                                    wait=proc.gate, hotmap=ctx.hotmap, seconds=phases and phases[1],
                                    tick_ms=matrix.tick_ms)

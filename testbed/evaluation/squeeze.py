@@ -6,16 +6,22 @@ what makes placement matter.  The memory is held as free pages of the
 node's 2 MiB hugetlb pool: they sit on no LRU list, so no policy (demotion,
 NUMA balancing, DAMON's paddr schemes, advice) can move them out of the way.
 An mlocked process was not enough: DAMOS migrate_cold moved its pages.
+
+A run leaves the node with less free memory than it found (pages parked on the
+per-CPU lists, page cache read in; measured: 128, 117, 117, 119, then 100 MiB
+free before five runs in a row), so each run settles the pool again first.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 
 from ..ssh import GuestShell
 
 HUGE_MIB = 2
+SETTLE_PASSES, SETTLE_PAUSE_S = 3, 1.0
 _FREE_RE = re.compile(r"^Node\s+(\d+)\s+MemFree:\s+(\d+)\s+kB$", re.MULTILINE)
 
 
@@ -57,6 +63,23 @@ class Squeeze:
     node: int
     held_mib: int
 
+    def settle(self, leave_mib: int) -> int:
+        """Give the next run the node as the squeeze left it: clean page cache dropped (kswapd
+        could free it in the middle of the run's first touch, placing the tail the squeeze meant
+        for the slow node on this one) and the pool resized so about `leave_mib` is free again.
+        Return the node's free MiB after."""
+        self.shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
+        free = node_free_mib(self.shell, self.node)
+        for _ in range(SETTLE_PASSES):  # pages freed to the per-CPU lists reach MemFree a little later
+            if leave_mib <= free < leave_mib + HUGE_MIB:
+                break
+            pool = int(self.shell.run(f"cat {pool_path(self.node)}").stdout)
+            wanted = max(0, pool + (free - leave_mib) // HUGE_MIB)
+            self.held_mib = _set_pool(self.shell, self.node, wanted) * HUGE_MIB
+            time.sleep(SETTLE_PAUSE_S)
+            free = node_free_mib(self.shell, self.node)
+        return free
+
     def release(self) -> None:
         if self.shell is not None:
             _set_pool(self.shell, self.node, 0)
@@ -67,7 +90,7 @@ def squeeze(shell: GuestShell, node: int, leave_mib: int) -> Squeeze:
     """Hold memory on `node` so that about `leave_mib` stays free (nothing held if it is already that small)."""
     hold = node_free_mib(shell, node) - leave_mib
     if hold < HUGE_MIB:
-        return Squeeze(None, node, 0)
+        return Squeeze(shell, node, 0)  # nothing to hold yet; settle() may hold some later
     wanted = hold // HUGE_MIB
     got = _set_pool(shell, node, wanted)
     if got < wanted:  # no free 2 MiB block left: drop clean page cache, compact, ask again
