@@ -7,9 +7,14 @@ node's 2 MiB hugetlb pool: they sit on no LRU list, so no policy (demotion,
 NUMA balancing, DAMON's paddr schemes, advice) can move them out of the way.
 An mlocked process was not enough: DAMOS migrate_cold moved its pages.
 
-A run leaves the node with less free memory than it found (pages parked on the
-per-CPU lists, page cache read in; measured: 128, 117, 117, 119, then 100 MiB
-free before five runs in a row), so each run settles the pool again first.
+A run leaves the node with less free memory than it found (measured: 128, 117,
+117, 119, then 100 MiB free before five runs in a row, with page cache and
+anonymous memory unchanged), so each run settles the pool again first. The rest
+waits on the per-CPU free lists (19-35 MiB after a run, measured in
+/proc/zoneinfo), which keep it when idle and which neither drop_caches,
+compact_memory nor a new percpu_pagelist_high_fraction empties; an allocation
+about to fail does, but taking the node that way made kswapd give up on it
+(node_unreclaimable) for the next run, so the settle sets MemFree and leaves them.
 """
 
 from __future__ import annotations
@@ -70,7 +75,7 @@ class Squeeze:
         Return the node's free MiB after."""
         self.shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
         free = node_free_mib(self.shell, self.node)
-        for _ in range(SETTLE_PASSES):  # pages freed to the per-CPU lists reach MemFree a little later
+        for _ in range(SETTLE_PASSES):  # freed pages reach MemFree a little later
             if leave_mib <= free < leave_mib + HUGE_MIB:
                 break
             pool = int(self.shell.run(f"cat {pool_path(self.node)}").stdout)
