@@ -28,7 +28,8 @@ SCHEMA_VERSION = 7  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran
 # 6: series.census; 7: fast_free_mib
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
-                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts", "fast_free_mib")
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts",
+                 "fast_free_mib")
 
 
 class NodeCounters(BaseModel):

@@ -69,10 +69,12 @@ class Squeeze:
     held_mib: int
 
     def settle(self, leave_mib: int) -> int:
-        """Give the next run the node as the squeeze left it: clean page cache dropped (kswapd
-        could free it in the middle of the run's first touch, placing the tail the squeeze meant
-        for the slow node on this one) and the pool resized so about `leave_mib` is free again.
-        Return the node's free MiB after."""
+        """Give the next run the node as the squeeze left it: clean page cache dropped (so kswapd
+        finds little to free on it in the middle of the run's first touch) and the pool resized so
+        about `leave_mib` is free again. Return the node's free MiB after.
+
+        It does not stop a first touch from placing single transparent huge pages on the node
+        after base pages have moved on to the slow one (README, "Evaluation")."""
         self.shell.run("sync; echo 3 > /proc/sys/vm/drop_caches")
         free = node_free_mib(self.shell, self.node)
         for _ in range(SETTLE_PASSES):  # freed pages reach MemFree a little later
