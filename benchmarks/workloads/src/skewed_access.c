@@ -4,7 +4,7 @@
  *
  *   skewed_access size_mib=1024 hot_mib=128 hot_share=0.9 reads=0.95 ops=2000000 seed=1
  *                 [granule_kib=4] [hot_at=scattered|tail] [law=zipf|step] [log_mib=0] [wait=PATH] [hotmap=PATH]
- *                 [seconds=S [tick_ms=250] [census_ticks=0]]
+ *                 [seconds=S [tick_ms=250] [census_ticks=0]] [huge_pages=1]
  *
  * The buffer is cut into granules (pages by default) ranked by popularity
  * under a Zipf-like law: rank r is picked with weight r^-theta, and theta is
@@ -31,6 +31,11 @@
  * MiB placed after it (hot_share counts the table's operations; touched last, so first touch spills the log, not the
  * table, onto the slow node).  Both are hot; only the log is written: what a
  * write-aware placement can tell apart and a heat-only one cannot.
+ *
+ * huge_pages=0 asks for base pages only (MADV_NOHUGEPAGE): a first touch on
+ * a full fast node can still place single transparent huge pages there after
+ * base pages have moved on to the slow node (README, "Evaluation"), so a run
+ * that must start with its tail on the slow node turns them off.
  *
  * Phases: allocate and touch every page in address order (first touch
  * decides placement); write the hot granules' addresses to `hotmap` if asked
@@ -71,7 +76,7 @@
 #define MAX_NODES 64
 
 struct options {
-    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms, log_mib, census_ticks;
+    unsigned long size_mib, hot_mib, granule_kib, ops, seed, tick_ms, log_mib, census_ticks, huge_pages;
     double hot_share, reads, seconds;
     int tail, step;
     const char *wait, *hotmap;
@@ -111,7 +116,7 @@ static uint64_t next(uint64_t *s) /* xorshift64* */
 
 static void parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0, 0, 0.9, 1.0, 0, 0, 0, NULL, NULL};
+    *o = (struct options){1024, 128, 4, 1000000, 1, 250, 0, 0, 1, 0.9, 1.0, 0, 0, 0, NULL, NULL};
     for (int i = 1; i < argc; i++) {
         char *eq = strchr(argv[i], '=');
         if (!eq) {
@@ -156,7 +161,8 @@ static void parse(int argc, char **argv, struct options *o)
                              : !strcmp(k, "granule_kib") ? &o->granule_kib : !strcmp(k, "ops") ? &o->ops
                              : !strcmp(k, "seed") ? &o->seed : !strcmp(k, "tick_ms") ? &o->tick_ms
                              : !strcmp(k, "log_mib") ? &o->log_mib
-                             : !strcmp(k, "census_ticks") ? &o->census_ticks : NULL;
+                             : !strcmp(k, "census_ticks") ? &o->census_ticks
+                             : !strcmp(k, "huge_pages") ? &o->huge_pages : NULL;
         if (!field) {
             die("unknown option %s", k);
         }
@@ -451,6 +457,9 @@ int main(int argc, char **argv)
     char *buf = mmap(NULL, size + log_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (buf == MAP_FAILED) {
         die("cannot map the buffer: %s", strerror(errno));
+    }
+    if (!o.huge_pages && madvise(buf, size + log_size, MADV_NOHUGEPAGE) != 0) {
+        die("cannot turn huge pages off for the buffer: %s", strerror(errno));
     }
     double t0 = now_s();
     for (size_t off = 0; off < size + log_size; off += 4096) { /* first touch, in address order */
