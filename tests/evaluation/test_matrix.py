@@ -140,10 +140,10 @@ def test_a_time_based_matrix_runs_warm_up_and_steady_state_in_one_timed_phase(wr
     assert tiering.phase_clock == "model" and unscaled.phase_clock == "host"
     clocks = {"name", "description", "time_scale", "phase_clock", "warmup_s", "duration_s", "tlb_reach_ms"}
     assert tiering.model_dump(exclude=clocks) == unscaled.model_dump(exclude=clocks)  # the only differences
-    mttcg = matrix.load(matrix.resolve("tiering-mttcg"))
-    assert tiering.tcg_threads == "single" and mttcg.tcg_threads == "multi"
+    one_thread = matrix.load(matrix.resolve("tiering-1t"))
+    assert tiering.tcg_threads == "multi" and one_thread.tcg_threads == "single"
     threads = {"name", "description", "tcg_threads"}
-    assert tiering.model_dump(exclude=threads) == mttcg.model_dump(exclude=threads)
+    assert tiering.model_dump(exclude=threads) == one_thread.model_dump(exclude=threads)
 
 
 def test_phases_in_the_modelled_machines_seconds_last_k_times_longer_on_the_host(write_file):
