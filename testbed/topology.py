@@ -267,6 +267,22 @@ class Topology(_Strict):
         initiator = self.initiator_of(node)
         return next((e for e in self.hmat if e.target == node.id and e.initiator == initiator), None)
 
+    def hmat_from(self, initiator: int, node: Node) -> HmatEntry | None:
+        """`node`'s entry as seen from CPUs of node `initiator`; the nearest initiator's where the file
+        gives none for that pair (what a machine that knows nothing more would show)."""
+        entry = next((e for e in self.hmat if e.target == node.id and e.initiator == initiator), None)
+        return entry or self.best_hmat(node)
+
+    @property
+    def initiators_differ(self) -> bool:
+        """Some node is felt slower from one CPU node than from another (a two-socket machine's remote
+        figures): only a TCG thread per vCPU can make that felt (the latency plugin, initiators)."""
+        for node in self.nodes:
+            figures = {(e.read_latency_ns, e.write_latency_ns) for e in self.hmat if e.target == node.id}
+            if len(figures) > 1:
+                return True
+        return False
+
 
 def _format_error(path: Path, error: dict) -> str:
     loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"]).lstrip(".")

@@ -15,6 +15,11 @@ are not.  The delays then make every node feel k times its target latency
 t:  d = (k * t - base) / slope, with one k for reads and writes (so a node's
 write/read ratio holds too), chosen so that even the fastest node owes at
 least MIN_DELAY_NS and stays in the steady range.
+
+A machine whose nodes are slower from one socket than from the other (two-socket)
+has a target per (initiator, node) under a TCG thread per vCPU (`machine_targets`);
+k stays one number, set by the fastest figure (a local one), and every other key
+works as a node does.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ..files import write_atomic
 from ..image import cache_root
 from ..topology import Topology
 from . import build
-from .emulated import PROBE_SOURCE, CacheModel, Delays, EmulatedMachine
+from .emulated import PROBE_SOURCE, CacheModel, DelayKey, Delays, EmulatedMachine, Route
 
 # The two delays of the fit; the smaller one is also the least any node owes.
 MIN_DELAY_NS, HIGH_DELAY_NS = 500, 2000
@@ -40,6 +45,9 @@ REPEATS = 3
 
 class CalibrationError(RuntimeError):
     """The measurements cannot give a usable calibration."""
+
+
+Targets = dict[DelayKey, tuple[int, int]]  # node, or (initiator, node) -> (read ns, write ns) to feel
 
 
 @dataclass(frozen=True)
@@ -52,15 +60,15 @@ class Calibration:
     slope_write: float
     key: str
 
-    def scale(self, targets: dict[int, tuple[int, int]]) -> float:
+    def scale(self, targets: Targets) -> float:
         """k: felt ns per target ns, the least that makes every node owe at least MIN_DELAY_NS."""
         fast_read = min(r for r, _ in targets.values())
         fast_write = min(w for _, w in targets.values())
         return max((self.base_read_ns + self.slope_read * MIN_DELAY_NS) / fast_read,
                    (self.base_write_ns + self.slope_write * MIN_DELAY_NS) / fast_write)
 
-    def delays(self, targets: dict[int, tuple[int, int]]) -> Delays:
-        """Per-miss delays (ns) for target latencies {node: (read ns, write ns)}."""
+    def delays(self, targets: Targets) -> Delays:
+        """Per-miss delays (ns) for target latencies {node or (initiator, node): (read ns, write ns)}."""
         k = self.scale(targets)
         return {node: (round((k * r - self.base_read_ns) / self.slope_read),
                        round((k * w - self.base_write_ns) / self.slope_write))
@@ -77,6 +85,26 @@ def targets(topology: Topology) -> dict[int, tuple[int, int]]:
     if not out:
         raise CalibrationError(f"{topology.name}: no HMAT latencies, so no target for the emulated mode")
     return out
+
+
+def initiator_targets(topology: Topology) -> dict[Route, tuple[int, int]]:
+    """{(initiator, node): (read ns, write ns)} for every CPU node and every node with a target: the file's
+    entry for that pair, or the node's nearest initiator's where the file gives none."""
+    nodes = targets(topology)  # raises where the file has no latencies at all
+    out = {}
+    for initiator in (n.id for n in topology.nodes if n.cpus):
+        for node in (n for n in topology.nodes if n.id in nodes):
+            entry = topology.hmat_from(initiator, node)
+            out[(initiator, node.id)] = (entry.read_latency_ns, entry.write_latency_ns)
+    return out
+
+
+def machine_targets(machine: EmulatedMachine) -> Targets:
+    """Per (initiator, node) where the machine feels initiators apart (`EmulatedMachine.per_initiator`),
+    else per node, exactly as before (the same trim cache)."""
+    if machine.per_initiator:
+        return initiator_targets(machine.topology)
+    return targets(machine.topology)
 
 
 def reference_node(topology: Topology) -> int:
@@ -131,8 +159,10 @@ def median_probe(machine: EmulatedMachine, mode: str, node: int, repeats: int = 
     return statistics.median(machine.run_probe(mode, node) for _ in range(repeats))
 
 
-def felt(machine: EmulatedMachine, nodes: list[int], repeats: int = REPEATS) -> dict[int, tuple[float, float]]:
-    """Median chase and store ns per node, the nodes' runs interleaved so that all sample the same moments.
+def felt(machine: EmulatedMachine, nodes: list[DelayKey],
+         repeats: int = REPEATS) -> dict[DelayKey, tuple[float, float]]:
+    """Median chase and store ns per node (or (initiator, node): from that initiator's CPUs), the nodes' runs
+    interleaved so that all sample the same moments.
 
     TCG's own cost per access is not steady on a shared host: here a chase at zero delay took
     ~520 or ~1000 ns, flipping between the two from one run to the next within a boot.  Nodes

@@ -114,8 +114,10 @@ class Control:
         """Start counting and delaying (threads=multi boots unarmed: plugin.c says why)."""
         self.request("arm")
 
-    def set_delay(self, node: int, read_ns: int, write_ns: int) -> None:
-        self.request(f"delay {node} {int(read_ns)} {int(write_ns)}")
+    def set_delay(self, node: int, read_ns: int, write_ns: int, initiator: int | None = None) -> None:
+        """A node's delays per miss, from every initiator's vCPUs or from `initiator`'s (threads=multi)."""
+        at = "" if initiator is None else f" {int(initiator)}"
+        self.request(f"delay {int(node)} {int(read_ns)} {int(write_ns)}{at}")
 
     def set_miss_cost(self, read_ns: float, write_ns: float) -> None:
         """The emulator's own ns per missed read and write, forgiven from a paced vCPU's pace (plugin.c)."""

@@ -46,24 +46,64 @@ class CacheModel:
         return [f"cache_kib={self.size_kib}", f"line={self.line}", f"ways={self.ways}"]
 
 
-Delays = dict[int, tuple[int, int]]  # node -> (read ns, write ns) owed per miss
+Route = tuple[int, int]  # (initiator, node): a node as felt from the CPUs of one initiator (a CPU node)
+DelayKey = int | Route  # a node (from every initiator), or one initiator's view of it
+Delays = dict[DelayKey, tuple[int, int]]  # -> (read ns, write ns) owed per miss
+
+
+class InitiatorError(ValueError):
+    """Per-initiator delays where the plugin cannot tell initiators apart (one TCG thread)."""
+
+
+def key_text(key: DelayKey) -> str:
+    """A delay key in JSON and logs: '1' for node 1, '1@0' for node 1 from initiator 0 (the plugin's notation)."""
+    return f"{key[1]}@{key[0]}" if isinstance(key, tuple) else str(key)
+
+
+def parse_key(text: str) -> DelayKey:
+    """The inverse of `key_text`."""
+    node, at, initiator = text.partition("@")
+    return (int(initiator), int(node)) if at else int(node)
 
 
 def plugin_option(library: Path, socket_path: Path, topology: Topology, delays: Delays,
-                  cache: CacheModel, batch_ns: int = 20000, *, mttcg: bool = False, memory: bool = True) -> str:
+                  cache: CacheModel, batch_ns: int = 20000, *, mttcg: bool = False, memory: bool = True,
+                  initiators: bool = False) -> str:
     """The full `-plugin` value: library, control socket, ranges, delays, cache model, core speeds.
 
     `mttcg`: QEMU runs a TCG thread per vCPU (the plugin locks its cache model and waits for
-    `arm`); `memory=False`: no memory callbacks, core pacing only.
+    `arm`); `memory=False`: no memory callbacks, core pacing only; `initiators`: each vCPU's
+    misses owe its CPU node's delays (needs `mttcg`), which `(initiator, node)` keys set.
     """
+    if (initiators or any(isinstance(k, tuple) for k in delays)) and not mttcg:
+        raise InitiatorError(f"{topology.name}: delays per initiator need a TCG thread per vCPU (mttcg): under "
+                             "one thread the plugin sees the vCPU that translated a block, not the one running it")
     args = [f"sock={socket_path}", f"batch_ns={batch_ns}", *cache.plugin_args()]
     args += ["threads=multi"] if mttcg else []
     args += [] if memory else ["mem=0"]
     args += [r.plugin_arg() for r in layout.ram_ranges(topology)]
-    args += [f"delay={node}:{int(r)}:{int(w)}" for node, (r, w) in sorted(delays.items())]
+    args += initiator_args(topology) if initiators else []
+    args += [delay_arg(key, r, w) for key, (r, w) in sorted(delays.items(), key=lambda kv: _order(kv[0]))]
     args += stream_args(topology, cache.line)
     args += speed_args(topology)
     return ",".join([str(library), *args])
+
+
+def _order(key: DelayKey) -> tuple[int, int]:
+    """Every-initiator delays first, so a per-initiator one given beside them is not overwritten."""
+    return (key[0] + 1, key[1]) if isinstance(key, tuple) else (0, key)
+
+
+def delay_arg(key: DelayKey, read_ns: int, write_ns: int) -> str:
+    """`delay=NODE:READ:WRITE`, or `delay=NODE:READ:WRITE@INIT` for an (initiator, node) key."""
+    initiator, node = key if isinstance(key, tuple) else (None, key)
+    at = "" if initiator is None else f"@{initiator}"
+    return f"delay={node}:{int(read_ns)}:{int(write_ns)}{at}"
+
+
+def initiator_args(topology: Topology) -> list[str]:
+    """`initiator=VCPU:NODE` for every vCPU off node 0 (the plugin's default): its CPU node is its initiator."""
+    return [f"initiator={cpu}:{node.id}" for node in topology.nodes[1:] for cpu in node.cpus]
 
 
 def stream_args(topology: Topology, line: int) -> list[str]:
@@ -106,10 +146,12 @@ def nominal_paces(topology: Topology) -> dict[int, int]:
     return {cpu: round(speed * 1000) for cpu, speed in topology.cpu_speeds().items() if speed < 1}
 
 
-def probe_cpus(topology: Topology) -> list[int]:
-    """The vCPUs latency probes run on: the first CPU node's fastest ones (a paced, slower vCPU would
-    add its own sleeps to every figure)."""
-    cpus = next(n.cpus for n in topology.nodes if n.cpus)
+def probe_cpus(topology: Topology, initiator: int | None = None) -> list[int]:
+    """The vCPUs latency probes run on: the first CPU node's fastest ones, or node `initiator`'s (a paced,
+    slower vCPU would add its own sleeps to every figure)."""
+    if initiator is not None and not (0 <= initiator < len(topology.nodes) and topology.nodes[initiator].cpus):
+        raise InitiatorError(f"{topology.name}: initiator {initiator} is not a node with CPUs")
+    cpus = topology.nodes[initiator].cpus if initiator is not None else next(n.cpus for n in topology.nodes if n.cpus)
     fastest = set(topology.fastest_cpus())
     return [c for c in cpus if c in fastest] or cpus
 
@@ -140,10 +182,12 @@ class EmulatedMachine:
         self.paces_cores = plugin and topology.heterogeneous_cores
         self.mttcg = mttcg or (not tcg_single_thread and not plugin) or self.paces_cores
         self.feels_memory = plugin and (mttcg or not self.paces_cores)
+        # A node slower from one socket than from the other is felt so only with a thread per vCPU.
+        self.per_initiator = self.mttcg and self.feels_memory and topology.initiators_differ
         plugins = ()
         if plugin:
             plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache,
-                                     mttcg=self.mttcg, memory=self.feels_memory),)
+                                     mttcg=self.mttcg, memory=self.feels_memory, initiators=self.per_initiator),)
         single = not self.mttcg
         self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
                      append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout,
@@ -184,13 +228,20 @@ class EmulatedMachine:
             self.set_paces(nominal_paces(self.topology))
 
     def set_delays(self, delays: Delays) -> None:
-        for node, (r, w) in delays.items():
-            self.control.set_delay(node, r, w)
+        """Set each node's delays (from every initiator), or one initiator's for an (initiator, node) key."""
+        if not self.per_initiator and any(isinstance(k, tuple) for k in delays):
+            raise InitiatorError(f"{self.topology.name}: delays per initiator need mttcg and a topology whose "
+                                 f"nodes differ by initiator; got keys {sorted(map(key_text, delays))}")
+        for key, (r, w) in sorted(delays.items(), key=lambda kv: _order(kv[0])):
+            initiator, node = key if isinstance(key, tuple) else (None, key)
+            self.control.set_delay(node, r, w, initiator)
         self.delays = dict(delays)
 
-    def run_probe(self, mode: str, node: int, size_mib: int = 32, passes: int = 1) -> float:
-        """ns per operation of the guest microbenchmark bound to memory `node`, on `probe_cpus`."""
-        cpus = ",".join(map(str, probe_cpus(self.topology)))
+    def run_probe(self, mode: str, node: DelayKey, size_mib: int = 32, passes: int = 1) -> float:
+        """ns per operation of the guest microbenchmark bound to memory `node`, on `probe_cpus`; an
+        (initiator, node) key runs it on that initiator's CPUs."""
+        initiator, node = node if isinstance(node, tuple) else (None, node)
+        cpus = ",".join(map(str, probe_cpus(self.topology, initiator)))
         out = self.vm.shell.run(f"numactl --membind={int(node)} --physcpubind={cpus} "
                                 f"{GUEST_PROBE} {mode} {int(size_mib)} {int(passes)}", timeout=600).stdout
         return ns_per_op(out)

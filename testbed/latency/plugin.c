@@ -45,9 +45,19 @@
  * entry of an older map), so with threads=multi the memory callbacks return
  * before the lookup until the host sends `arm`, once the guest is up.
  *
+ * Initiators: a node can be slower from one socket's cores than from another's
+ * (a two-socket machine's HMAT gives local and remote figures).  Each vCPU has
+ * an initiator (`initiator=VCPU:INIT`, 0 unless given: the CPU node it sits on)
+ * and a miss owes delay[initiator of the vCPU][node].  Under one TCG thread a
+ * callback gets the translating vCPU, not the running one, so a miss would be
+ * charged to whichever initiator translated the block: per-initiator arguments
+ * are refused there (they need threads=multi).
+ *
  * Arguments (QEMU splits them at commas):
  *   range=BASE:END:NODE   guest physical [BASE, END) in hex belongs to NODE (repeatable)
- *   delay=NODE:READ:WRITE ns owed per read / write miss on NODE (repeatable)
+ *   delay=NODE:READ:WRITE ns owed per read / write miss on NODE, from every initiator (repeatable)
+ *   delay=NODE:READ:WRITE@INIT  the same, from initiator INIT's vCPUs only (threads=multi)
+ *   initiator=VCPU:INIT   VCPU's misses owe INIT's delays (repeatable; threads=multi)
  *   stream=NODE:READ:WRITE parts per million of the delay a streamed miss owes (default 1000000)
  *   cache_kib=N line=N ways=N   the cache model (default 16 MiB, 64 B, 16 ways)
  *   batch_ns=N            pay debt once it exceeds N ns (default 20000)
@@ -65,12 +75,15 @@
  *   reset                 -> ok
  *   flush                 -> ok  (empty the cache model before the next access)
  *   arm                   -> ok  (threads=multi: start looking accesses up)
- *   delay NODE READ WRITE -> ok  (change a node's delays while running)
+ *   delay NODE READ WRITE -> ok  (change a node's delays, from every initiator, while running)
+ *   delay NODE READ WRITE INIT -> ok  (the same from initiator INIT only; threads=multi)
  *   range BASE END NODE   -> ok  (add a range, hex, e.g. a CXL window)
  *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
  *   miss_cost READ WRITE  -> ok  (the emulator's ns per missed read / write, kept out
  *                            of a paced vCPU's CPU time on each miss)
- *   config                -> JSON of ranges, delays and cache geometry
+ *   config                -> JSON of ranges, delays and cache geometry; "delays" are initiator
+ *                            0's, "initiator_delays" every initiator's up to the highest a vCPU
+ *                            has, "initiators" each vCPU's up to the last one given one
  *
  * Debian ships no qemu-plugin.h, so the few API pieces used are declared
  * below, copied in layout from QEMU's include/qemu/qemu-plugin.h (API 2..4).
@@ -156,7 +169,10 @@ struct counters { uint64_t accesses, reads, writes, misses, read_misses, write_m
 
 static struct range ranges[MAX_RANGES];
 static volatile int n_ranges;
-static volatile uint64_t delay_ns[MAX_NODES][2]; /* [node][0 read, 1 write] */
+#define MAX_INITIATORS MAX_NODES /* an initiator is a node with CPUs */
+static volatile uint64_t delay_ns[MAX_INITIATORS][MAX_NODES][2]; /* [initiator][node][0 read, 1 write] */
+static unsigned char vcpu_initiator[MAX_VCPUS]; /* initiator=VCPU:INIT; 0 unless given */
+static bool per_initiator; /* an initiator= or delay=...@INIT argument: needs threads=multi */
 #define PPM 1000000u
 static uint64_t stream_ppm[MAX_NODES][2]; /* set to PPM (no discount) at install */
 #define STREAMS 16 /* sequential streams followed at once, as a hardware prefetcher tracks */
@@ -452,7 +468,7 @@ static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
     if (node == OTHER || cache_access(pa)) {
         return;
     }
-    uint64_t owed = delay_ns[node][store];
+    uint64_t owed = delay_ns[vcpu < MAX_VCPUS ? vcpu_initiator[vcpu] : 0][node][store];
     if (stream_continues((pa >> line_shift) + 1)) {
         owed = owed * stream_ppm[node][store] / PPM;
         c->streamed++;
@@ -578,6 +594,39 @@ static size_t format_counters(char *out, size_t size)
     return len;
 }
 
+/* One initiator's delays: [[read, write] per node]. */
+static size_t format_delays(char *out, size_t size, int initiator)
+{
+    size_t len = snprintf(out, size, "[");
+    for (int n = 0; n < MAX_NODES; n++) {
+        len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
+                        delay_ns[initiator][n][0], delay_ns[initiator][n][1]);
+    }
+    return len + snprintf(out + len, size - len, "]");
+}
+
+/* ,"initiator_delays":[...],"initiators":[...]: short on a machine with one initiator. */
+static size_t format_initiators(char *out, size_t size)
+{
+    int last_vcpu = -1, top = 0;
+    for (int v = 0; v < MAX_VCPUS; v++) {
+        if (vcpu_initiator[v]) {
+            last_vcpu = v;
+            top = vcpu_initiator[v] > top ? vcpu_initiator[v] : top;
+        }
+    }
+    size_t len = snprintf(out, size, ",\"initiator_delays\":[");
+    for (int i = 0; i <= top; i++) {
+        len += snprintf(out + len, size - len, i ? "," : "");
+        len += format_delays(out + len, size - len, i);
+    }
+    len += snprintf(out + len, size - len, "],\"initiators\":[");
+    for (int v = 0; v <= last_vcpu; v++) {
+        len += snprintf(out + len, size - len, "%s%d", v ? "," : "", vcpu_initiator[v]);
+    }
+    return len + snprintf(out + len, size - len, "]");
+}
+
 static size_t format_config(char *out, size_t size)
 {
     size_t len = snprintf(out, size, "{\"ranges\":[");
@@ -585,12 +634,10 @@ static size_t format_config(char *out, size_t size)
         len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 ",%d]", i ? "," : "",
                         ranges[i].base, ranges[i].end, ranges[i].node);
     }
-    len += snprintf(out + len, size - len, "],\"delays\":[");
-    for (int n = 0; n < MAX_NODES; n++) {
-        len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
-                        delay_ns[n][0], delay_ns[n][1]);
-    }
-    len += snprintf(out + len, size - len, "],\"stream_ppm\":[");
+    len += snprintf(out + len, size - len, "],\"delays\":");
+    len += format_delays(out + len, size - len, 0);
+    len += format_initiators(out + len, size - len);
+    len += snprintf(out + len, size - len, ",\"stream_ppm\":[");
     for (int n = 0; n < MAX_NODES; n++) {
         len += snprintf(out + len, size - len, "%s[%" PRIu64 ",%" PRIu64 "]", n ? "," : "",
                         stream_ppm[n][0], stream_ppm[n][1]);
@@ -615,14 +662,72 @@ static bool add_range(uint64_t lo, uint64_t hi, int node)
     return true;
 }
 
-static bool set_delay(int node, uint64_t rd, uint64_t wr)
+#define EVERY_INITIATOR (-1)
+
+/* A node's delays from one initiator's vCPUs, or from every initiator's. */
+static bool set_delay(int initiator, int node, uint64_t rd, uint64_t wr)
 {
-    if (node < 0 || node >= MAX_NODES) {
+    if (node < 0 || node >= MAX_NODES || initiator < EVERY_INITIATOR || initiator >= MAX_INITIATORS) {
         return false;
     }
-    delay_ns[node][0] = rd;
-    delay_ns[node][1] = wr;
+    for (int i = 0; i < MAX_INITIATORS; i++) {
+        if (initiator == EVERY_INITIATOR || i == initiator) {
+            delay_ns[i][node][0] = rd;
+            delay_ns[i][node][1] = wr;
+        }
+    }
     return true;
+}
+
+static bool set_initiator(int vcpu, int initiator)
+{
+    if (vcpu < 0 || vcpu >= MAX_VCPUS || initiator < 0 || initiator >= MAX_INITIATORS) {
+        return false;
+    }
+    vcpu_initiator[vcpu] = (unsigned char)initiator;
+    per_initiator = true;
+    return true;
+}
+
+/* delay=NODE:READ:WRITE or delay=NODE:READ:WRITE@INIT, nothing after. */
+static bool parse_delay(const char *arg)
+{
+    int node, initiator, used = 0, tail = 0;
+    uint64_t rd, wr;
+    if (sscanf(arg, "delay=%d:%" SCNu64 ":%" SCNu64 "%n", &node, &rd, &wr, &used) != 3 || used == 0) {
+        return false;
+    }
+    if (arg[used] == 0) {
+        return set_delay(EVERY_INITIATOR, node, rd, wr);
+    }
+    if (sscanf(arg + used, "@%d%n", &initiator, &tail) != 1 || tail == 0 || arg[used + tail] != 0 ||
+        initiator < 0) {
+        return false;
+    }
+    per_initiator = true;
+    return set_delay(initiator, node, rd, wr);
+}
+
+/* initiator=VCPU:INIT, nothing after. */
+static bool parse_initiator(const char *arg)
+{
+    int vcpu, initiator, used = 0;
+    if (sscanf(arg, "initiator=%d:%d%n", &vcpu, &initiator, &used) != 2 || used == 0 || arg[used] != 0) {
+        return false;
+    }
+    return set_initiator(vcpu, initiator);
+}
+
+/* `delay NODE READ WRITE [INIT]`: one initiator's only under threads=multi (see the top). */
+static bool request_delay(const char *request)
+{
+    int node, initiator;
+    uint64_t rd, wr;
+    int got = sscanf(request, "delay %d %" SCNu64 " %" SCNu64 " %d", &node, &rd, &wr, &initiator);
+    if (got == 3) {
+        return set_delay(EVERY_INITIATOR, node, rd, wr);
+    }
+    return got == 4 && multi && initiator >= 0 && set_delay(initiator, node, rd, wr);
 }
 
 /* Speeds can change while running only where pacing was set up at start
@@ -688,7 +793,7 @@ static size_t answer(const char *request, char *out, size_t size)
         __atomic_store_n(&armed, true, __ATOMIC_RELEASE);
         return snprintf(out, size, "ok\n");
     }
-    if (sscanf(request, "delay %d %" SCNu64 " %" SCNu64, &node, &a, &b) == 3 && set_delay(node, a, b)) {
+    if (strncmp(request, "delay ", 6) == 0 && request_delay(request)) {
         return snprintf(out, size, "ok\n");
     }
     if (sscanf(request, "speed %d %" SCNu64, &node, &a) == 2 && set_speed(node, a, false)) {
@@ -794,8 +899,11 @@ static bool parse_arg(const char *arg)
     if (sscanf(arg, "range=%" SCNx64 ":%" SCNx64 ":%d", &lo, &hi, &node) == 3) {
         return add_range(lo, hi, node);
     }
-    if (sscanf(arg, "delay=%d:%" SCNu64 ":%" SCNu64, &node, &rd, &wr) == 3) {
-        return set_delay(node, rd, wr);
+    if (strncmp(arg, "delay=", 6) == 0) {
+        return parse_delay(arg);
+    }
+    if (strncmp(arg, "initiator=", 10) == 0) {
+        return parse_initiator(arg);
     }
     if (sscanf(arg, "stream=%d:%" SCNu64 ":%" SCNu64, &node, &rd, &wr) == 3) {
         if (node < 0 || node >= MAX_NODES || rd > PPM || wr > PPM) {
@@ -867,6 +975,11 @@ QEMU_PLUGIN_EXPORT int qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_
             say("llamas-latency: bad argument '%s'\n", argv[i]);
             return -1;
         }
+    }
+    if (per_initiator && !multi) {
+        say("llamas-latency: initiator= and delay=NODE:READ:WRITE@INIT need threads=multi: under one TCG "
+            "thread a callback gets the vCPU that translated the block, not the one running it%s\n", "");
+        return -1;
     }
     n_sets = (cache_kib * 1024 >> line_shift) / ways;
     if (n_sets == 0) {

@@ -11,7 +11,9 @@ its target within TOLERANCE, for at most ROUNDS rounds.  A trim that came within
 CACHE_ERROR (the testbed's 10 % goal for felt ratios) is cached beside the calibration
 (`--recalibrate` measures both again); one that did not (a host whose load moved while it
 measured) serves this machine only, and the next machine fits again, so a bad moment is
-not frozen into every later run.
+not frozen into every later run.  On a machine that feels initiators apart (two-socket under a
+TCG thread per vCPU) every (initiator, node) is trimmed as a node is, measured from a CPU of that
+initiator.
 
 A cached trim is not trusted blindly either: TCG's own cost per access moves between boots
 and hours on one host (here a node fitted at 1,075 ns felt 877-1,004 ns at the same delays two
@@ -39,8 +41,8 @@ from pathlib import Path
 
 from ..files import write_atomic
 from ..image import cache_root
-from .calibrate import Calibration, felt
-from .emulated import Delays, EmulatedMachine
+from .calibrate import Calibration, Targets, felt
+from .emulated import DelayKey, Delays, EmulatedMachine, key_text, parse_key
 
 TOLERANCE = 0.03
 CACHE_ERROR = 0.10
@@ -55,7 +57,7 @@ RECHECK_AFTER_S = 30 * 60
 log = logging.getLogger(__name__)
 ROUNDS = 3
 
-Felt = dict[int, tuple[float, float]]  # node -> (read ns, write ns) the guest measured
+Felt = dict[DelayKey, tuple[float, float]]  # node or (initiator, node) -> (read ns, write ns) the guest measured
 
 
 @dataclass(frozen=True)
@@ -70,30 +72,30 @@ class Trim:
     age_s: float = 0.0
 
     def to_json(self) -> dict:
-        return {"delays_ns": {str(n): list(d) for n, d in self.delays.items()},
-                "felt_ns": {str(n): [round(r, 1), round(w, 1)] for n, (r, w) in self.felt.items()},
+        return {"delays_ns": {key_text(n): list(d) for n, d in self.delays.items()},
+                "felt_ns": {key_text(n): [round(r, 1), round(w, 1)] for n, (r, w) in self.felt.items()},
                 "error": round(self.error, 4), "rounds": self.rounds, "age_s": round(self.age_s)}
 
     @classmethod
     def from_json(cls, doc: dict) -> Trim:
-        return cls({int(n): (int(r), int(w)) for n, (r, w) in doc["delays_ns"].items()},
-                   {int(n): (float(r), float(w)) for n, (r, w) in doc["felt_ns"].items()},
+        return cls({parse_key(n): (int(r), int(w)) for n, (r, w) in doc["delays_ns"].items()},
+                   {parse_key(n): (float(r), float(w)) for n, (r, w) in doc["felt_ns"].items()},
                    float(doc["error"]), int(doc["rounds"]), float(doc.get("age_s", 0.0)))
 
 
-def wanted(cal: Calibration, targets: dict[int, tuple[int, int]]) -> Felt:
+def wanted(cal: Calibration, targets: Targets) -> Felt:
     """What each node should feel: k times its target, reads and writes."""
     k = cal.scale(targets)
     return {n: (k * r, k * w) for n, (r, w) in targets.items()}
 
 
-def error(cal: Calibration, targets: dict[int, tuple[int, int]], felt: Felt) -> float:
+def error(cal: Calibration, targets: Targets, felt: Felt) -> float:
     """The largest relative gap between what a node felt and what it should."""
     want = wanted(cal, targets)
     return max(abs(felt[n][i] / want[n][i] - 1) for n in targets for i in (0, 1))
 
 
-def correct(cal: Calibration, targets: dict[int, tuple[int, int]], delays: Delays, felt: Felt) -> Delays:
+def correct(cal: Calibration, targets: Targets, delays: Delays, felt: Felt) -> Delays:
     """One secant step: move each delay by its node's error over the calibrated slope."""
     want = wanted(cal, targets)
     return {n: (max(0, round(r + (want[n][0] - felt[n][0]) / cal.slope_read)),
@@ -107,7 +109,7 @@ def measure(machine: EmulatedMachine, delays: Delays) -> Felt:
     return felt(machine, sorted(delays))
 
 
-def fit(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[int, int]],
+def fit(machine: EmulatedMachine, cal: Calibration, targets: Targets,
         checked: Trim | None = None) -> Trim:
     """Correct the delays until every node is within TOLERANCE, for at most ROUNDS rounds: from the
     calibrated line's delays, or on from `checked` (delays measured once already, its round 1)."""
@@ -124,14 +126,14 @@ def fit(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[int
     return Trim(best.delays, best.felt, best.error, rounds)
 
 
-def _path(cal: Calibration, targets: dict[int, tuple[int, int]]) -> Path:
+def _path(cal: Calibration, targets: Targets) -> Path:
     # the calibration's figures, not only its key: a recalibration makes earlier trims stale
     what = json.dumps([asdict(cal), sorted(targets.items())])
     digest = hashlib.sha256(what.encode()).hexdigest()[:16]
     return cache_root() / "latency" / "trim" / f"{digest}.json"
 
 
-def check(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[int, int]],
+def check(machine: EmulatedMachine, cal: Calibration, targets: Targets,
           cached: Trim) -> Trim:
     """`cached`'s delays measured in `machine` now: one round, with what every node feels today."""
     felt_now = measure(machine, cached.delays)
@@ -144,7 +146,7 @@ def holds(cached: Trim, checked: Trim) -> bool:
     return checked.error <= max(RECHECK_ERROR, min(CACHE_ERROR, cached.error + RECHECK_ERROR))
 
 
-def ensure(machine: EmulatedMachine, cal: Calibration, targets: dict[int, tuple[int, int]],
+def ensure(machine: EmulatedMachine, cal: Calibration, targets: Targets,
            force: bool = False) -> Trim:
     """Set this topology's trimmed delays in `machine`: the cached ones if they still hold here (checked),
     else fitted (on from the cached ones, where there are some) and cached if they came within CACHE_ERROR.

@@ -105,13 +105,18 @@ def test_bad_requests_are_refused_and_the_socket_stays_usable(plugin_qemu, reque
     assert plugin_qemu.config()["cache_kib"] == 1024
 
 
-@needs_qemu
-def test_a_bad_plugin_argument_stops_qemu_with_its_name(tmp_path):
+def refused(plugin_args: str, threads: str = "single") -> str:
+    """QEMU's stderr on loading the plugin with `plugin_args`; it must have stopped."""
     result = subprocess.run(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-                             "-accel", "tcg,thread=single", "-plugin", f"{build.ensure()},ways=0"],
+                             "-accel", f"tcg,thread={threads}", "-plugin", f"{build.ensure()},{plugin_args}"],
                             check=False, capture_output=True, text=True, timeout=30, preexec_fn=child_dies_with_parent)
     assert result.returncode != 0
-    assert "bad argument 'ways=0'" in result.stderr
+    return result.stderr
+
+
+@needs_qemu
+def test_a_bad_plugin_argument_stops_qemu_with_its_name(tmp_path):
+    assert "bad argument 'ways=0'" in refused("ways=0")
 
 
 def test_no_plugin_listening_is_a_clear_error(tmp_path):
@@ -144,3 +149,40 @@ def test_under_mttcg_the_plugin_looks_nothing_up_until_armed(tmp_path):
 def test_speeds_cannot_be_set_while_running_without_pacing_at_start(plugin_qemu):
     with pytest.raises(ControlError, match="plugin refused"):
         plugin_qemu.request("speed 0 500")
+
+
+@needs_qemu
+def test_each_initiator_keeps_its_own_delays_under_mttcg(tmp_path):
+    args = ["threads=multi", "initiator=2:1", "initiator=3:1", "delay=1:100:110", "delay=1:300:310@0",
+            "delay=0:320:330@1"]
+    with machineless_qemu(tmp_path / "ctl.sock", args, "multi") as control:
+        config = control.config()
+        assert config["initiators"] == [0, 0, 1, 1]
+        assert [row[:2] for row in config["initiator_delays"]] == [[[0, 0], [300, 310]], [[320, 330], [100, 110]]]
+        assert config["delays"][:2] == [[0, 0], [300, 310]]  # initiator 0's, as before
+        control.set_delay(1, 700, 710, initiator=1)
+        control.set_delay(0, 50, 60)  # every initiator's
+        assert [row[:2] for row in control.config()["initiator_delays"]] == [[[50, 60], [300, 310]],
+                                                                            [[50, 60], [700, 710]]]
+
+
+@needs_qemu
+def test_one_tcg_thread_keeps_one_table_and_refuses_one_initiators_delay(plugin_qemu):
+    config = plugin_qemu.config()
+    assert (config["initiators"], len(config["initiator_delays"])) == ([], 1)
+    with pytest.raises(ControlError, match="plugin refused"):
+        plugin_qemu.set_delay(1, 700, 710, initiator=1)
+    assert plugin_qemu.config()["delays"][1] == [250, 900]
+
+
+@needs_qemu
+@pytest.mark.parametrize("arg", ["initiator=2:1", "delay=1:300:310@1"])
+def test_per_initiator_arguments_under_one_tcg_thread_stop_qemu(arg):
+    assert "need threads=multi" in refused(arg)
+
+
+@needs_qemu
+@pytest.mark.parametrize("arg", ["delay=1:300:310@", "delay=1:300:310@x", "delay=1:300:310x", "delay=1:300:310@99",
+                                 "initiator=2", "initiator=2:1x", "initiator=99:1", "initiator=2:99"])
+def test_malformed_initiator_arguments_are_refused_by_name(arg):
+    assert f"bad argument '{arg}'" in refused(f"threads=multi,{arg}", "multi")
