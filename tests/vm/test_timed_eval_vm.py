@@ -69,8 +69,10 @@ def test_the_workload_counts_where_its_hot_set_lives(timed):
         assert all(4096 - 4 <= sum(where["hot"].values()) <= 4096 for _, where in run.series.census)
     # each run began with the fast node settled to the matrix's 128 MiB free (a run leaves it with less)
     assert all(124 <= r.fast_free_mib <= 132 for r in (default, tiering)), [r.fast_free_mib for r in (default, tiering)]
-    # first touch filled the fast node before it reached the hot tail, and nothing moves it there
-    assert default.hot_placed(0) < 0.05 and default.series.final_placed(1) > 0.95
+    # first touch filled the fast node before it reached the hot tail, and nothing moves it there; with
+    # base pages a little memory still comes back to the fast node mid-touch (5.4 % of the hot set in one
+    # run on 2026-12-04, 125 MiB free at the start), against the whole hot set for a policy that moves it
+    assert default.hot_placed(0) < 0.10 and default.series.final_placed(1) > 0.95
     rows = {r.policy: r for r in summary.summarize([default, tiering], {"dram-cxl": 0})}
     assert rows["default"].hot_on_fast == default.hot_placed(0)
 
