@@ -264,14 +264,16 @@ class Topology(_Strict):
 
     def best_hmat(self, node: Node) -> HmatEntry | None:
         """The entry Linux reports as the node's access0 class: from its nearest initiator."""
-        initiator = self.initiator_of(node)
-        return next((e for e in self.hmat if e.target == node.id and e.initiator == initiator), None)
+        return self._hmat_entry(self.initiator_of(node), node)
 
     def hmat_from(self, initiator: int, node: Node) -> HmatEntry | None:
         """`node`'s entry as seen from CPUs of node `initiator`; the nearest initiator's where the file
         gives none for that pair (what a machine that knows nothing more would show)."""
-        entry = next((e for e in self.hmat if e.target == node.id and e.initiator == initiator), None)
-        return entry or self.best_hmat(node)
+        return self._hmat_entry(initiator, node) or self.best_hmat(node)
+
+    def _hmat_entry(self, initiator: int, node: Node) -> HmatEntry | None:
+        """The file's entry for exactly this (initiator, target) pair, if it has one."""
+        return next((e for e in self.hmat if e.target == node.id and e.initiator == initiator), None)
 
     @property
     def initiators_differ(self) -> bool:
