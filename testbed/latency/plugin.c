@@ -21,7 +21,12 @@
  * Cores of different speed (a sibling job in the same plugin): a vCPU with
  * speed s < 1 owes (1/s - 1) ns of sleep for every ns of CPU time its thread
  * spends running it, so its instruction rate is s times what it would be;
- * sleeps, halts and host preemption are no CPU time and never count.  A slow
+ * sleeps and halts are no CPU time and never count.  Host contention is: a
+ * fast vCPU's loop on a busy host takes its CPU time plus its waits for a host
+ * CPU, so the slow vCPU's computing is stretched by the same factor, (CPU time
+ * + run-queue wait) / CPU time of its own interval, before the 1/s; counting
+ * CPU time alone, one busy host process made a slow core feel 0.47 where it
+ * felt 0.38 (its waits were added once; the fast core's were its slowdown).  A slow
  * core computes slower, but its misses wait on memory as long as a fast core's:
  * so on a vCPU with memory callbacks the CPU time spent paying memory debt is
  * not counted, and neither is the emulator's own cost of each miss (`miss_cost`,
@@ -209,9 +214,9 @@ static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Pacing of slow vCPUs (see the top): per vCPU, touched only by its own thread. */
 #define PACE_INSNS (1u << 16) /* instructions between two reads of the thread's CPU clock */
-struct pace { uint64_t permille, insns, mark_ns, ran_ns, slept_ns, forgiven_ns; int64_t owed_ns; };
+struct pace { uint64_t permille, insns, mark_ns, ran_ns, slept_ns, forgiven_ns, wait_mark, queued_ns; int64_t owed_ns; };
 static struct pace pace[MAX_VCPUS];
-static struct { uint64_t insns, ran_ns, slept_ns; } pace_base[MAX_VCPUS];
+static struct { uint64_t insns, ran_ns, slept_ns, queued_ns; } pace_base[MAX_VCPUS];
 static bool pacing;      /* some vCPU is slower than the emulator */
 static qemu_plugin_u64 pending; /* per vCPU: instructions since its last check, added inline */
 static bool mem_cbs = true; /* mem=0: pacing only (needed with multi-threaded TCG) */
@@ -357,6 +362,9 @@ static void pay_debt(struct pace *p)
         waited_mark = run_delay_ns();
     }
     uint64_t waited_now = run_delay_ns();
+    if (paced) {
+        p->wait_mark = waited_now; /* waits up to here are credited to memory, not stretched by the pace */
+    }
     int64_t before = debt_ns;
     debt_ns -= (int64_t)(waited_now - waited_mark);
     waited_mark = waited_now;
@@ -377,6 +385,7 @@ static void pay_debt(struct pace *p)
     waited_mark = run_delay_ns(); /* a wait to run again after the sleep is in `slept` already */
     if (paced) {
         p->mark_ns += thread_cpu_ns() - cpu_before; /* paying memory debt is not the vCPU computing */
+        p->wait_mark = waited_mark;
     }
 }
 
@@ -391,6 +400,7 @@ static inline void forgive_miss(struct pace *p, bool store)
  * thread spent running it; sleeping it off stretches only that vCPU's time. */
 static void pace_pay(struct pace *p)
 {
+    bool slow = p->permille && p->permille < 1000;
     uint64_t cpu = thread_cpu_ns();
     uint64_t ran = p->mark_ns ? cpu - p->mark_ns : 0;
     p->mark_ns = cpu;
@@ -398,8 +408,14 @@ static void pace_pay(struct pace *p)
     /* CPU time spent on misses was memory, not compute: at most all of this interval's */
     uint64_t computed = ran > p->forgiven_ns ? ran - p->forgiven_ns : 0;
     p->forgiven_ns = 0;
-    if (p->permille && p->permille < 1000) {
-        p->owed_ns += (int64_t)(computed * (1000 - p->permille) / p->permille);
+    if (slow) {
+        uint64_t waited = run_delay_ns();
+        uint64_t queued = p->wait_mark && waited > p->wait_mark ? waited - p->wait_mark : 0;
+        p->wait_mark = waited;
+        p->queued_ns += queued;
+        /* computing on this host, as loaded as it is now: the compute share of the interval's waits too */
+        double busy = (double)computed + (ran ? (double)queued * computed / ran : 0);
+        p->owed_ns += (int64_t)(busy * (1000 - p->permille) / p->permille);
     }
     if (p->owed_ns <= (int64_t)pace_batch_ns) {
         return;
@@ -411,6 +427,7 @@ static void pace_pay(struct pace *p)
     p->owed_ns -= (int64_t)slept; /* oversleep is carried as credit */
     p->slept_ns += slept;
     p->mark_ns = thread_cpu_ns(); /* the sleep call's own CPU time is not the vCPU running */
+    p->wait_mark = run_delay_ns(); /* nor its wake-up's wait, which `slept` holds */
 }
 
 /* Called once a vCPU has run PACE_INSNS instructions since its last check: a
@@ -582,10 +599,11 @@ static size_t format_counters(char *out, size_t size)
         }
         len += snprintf(out + len, size - len,
                         "%s{\"vcpu\":%d,\"permille\":%" PRIu64 ",\"insns\":%" PRIu64 ",\"ran_ns\":%" PRIu64
-                        ",\"slept_ns\":%" PRIu64 "}",
+                        ",\"slept_ns\":%" PRIu64 ",\"queued_ns\":%" PRIu64 "}",
                         first ? "" : ",", v, pace[v].permille ? pace[v].permille : 1000, pace[v].insns - pace_base[v].insns,
                         pace[v].ran_ns - pace_base[v].ran_ns,
-                        pace[v].slept_ns - pace_base[v].slept_ns);
+                        pace[v].slept_ns - pace_base[v].slept_ns,
+                        pace[v].queued_ns - pace_base[v].queued_ns);
         first = false;
     }
     len += snprintf(out + len, size - len,
@@ -782,6 +800,7 @@ static size_t answer(const char *request, char *out, size_t size)
             pace_base[v].insns = pace[v].insns;
             pace_base[v].ran_ns = pace[v].ran_ns;
             pace_base[v].slept_ns = pace[v].slept_ns;
+            pace_base[v].queued_ns = pace[v].queued_ns;
         }
         return snprintf(out, size, "ok\n");
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from testbed.latency import cores
@@ -37,3 +39,19 @@ def test_only_the_slow_vcpus_sleep(hybrid):
     assert pace[3]["slept_ns"] > 0 and pace[3]["permille"] < 1000
     assert pace[1].get("slept_ns", 0) == 0 and pace[1]["permille"] == 1000
     assert pace[1]["insns"] > 10**8 and pace[3]["insns"] > 10**7
+
+
+def test_a_busy_host_does_not_make_the_slow_cores_faster(hybrid):
+    """A host process competing for a CPU slows the fast vCPU by its waits; the slow vCPU's pace stretches
+    its own waits as it stretches its CPU time, so the ratio holds (counting CPU time alone, the same pace
+    felt 0.47 with one busy host process against 0.38-0.39 without: eight pairs of loops each)."""
+    hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+    try:
+        hybrid.control.reset()
+        felt = cores.measure(hybrid, cpus=[2])
+        pace = hybrid.control.read().pace
+    finally:
+        hog.kill()
+        hog.wait()
+    assert felt[2] == pytest.approx(0.4, rel=SPEED_TOLERANCE), felt
+    assert pace[2]["queued_ns"] > 0 and pace[0].get("queued_ns", 0) == 0, pace  # only a paced vCPU counts them
