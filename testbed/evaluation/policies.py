@@ -21,7 +21,14 @@ from typing import Self
 from .. import agent
 from .. import policy as placement
 from ..advisor import Advice, Advisor, PolicyAdvice
-from ..hints import MAX_RANGE_BYTES, HintDocument, MoveRange, SetAffinity, SetKnob
+from ..hints import (
+    MAX_RANGE_BYTES,
+    HintDocument,
+    MigratePages,
+    MoveRange,
+    SetAffinity,
+    SetKnob,
+)
 from ..llm_client import LLMAnswerError
 from ..ssh import GuestShell
 from ..topology import Topology
@@ -374,15 +381,27 @@ def core_placement(topology: Topology, roles: dict[str, list[int]]) -> list[SetA
             + [SetAffinity(pid=pid, cpus=slow) for pid in roles["batch"]])
 
 
+def memory_placement(roles: dict[str, list[int]], fast: int, slow: int) -> list[MigratePages]:
+    """The batch work's pages off the fast node, then the latency-critical processes' onto it (the agent
+    books each move before checking the next, so the first makes room for the second); none where the
+    two nodes are one."""
+    if fast == slow:
+        return []
+    return ([MigratePages(pid=pid, from_nodes=[fast], to_nodes=[slow]) for pid in roles["batch"]]
+            + [MigratePages(pid=pid, from_nodes=[slow], to_nodes=[fast]) for pid in roles["latency"]])
+
+
 class Oracle(Policy):
     """Ground truth placed as it should be: the program's named latency-critical processes on the fastest
-    cores and its batch work on the others, or else its hot map moved onto the fastest node."""
+    cores, with their memory on the fastest node, and its batch work on the other cores; or else its hot map
+    moved onto the fastest node."""
 
     name = "oracle"
 
     def prepare(self, ctx: Context) -> Outcome:
         if ctx.roles is not None:
-            hints = core_placement(ctx.topology, ctx.roles)
+            hints = [*core_placement(ctx.topology, ctx.roles),
+                     *memory_placement(ctx.roles, ctx.fast_node, ctx.slow_node)]
             return Outcome().add(agent.apply(ctx.shell, HintDocument(source="oracle", hints=hints)))
         if ctx.hotmap is None:
             raise PolicyError(f"workload {ctx.workload} writes no hot map and names no roles, one of which "

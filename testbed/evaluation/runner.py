@@ -35,7 +35,7 @@ from ..advisor import Advisor, AnswerCache
 from ..files import locked
 from ..image import GuestImage, cache_root
 from ..latency import calibrate, cores, trim
-from ..latency.emulated import Delays, EmulatedMachine
+from ..latency.emulated import Delays, EmulatedMachine, key_text
 from ..llm_client import Endpoint
 from ..process import check_stop, signals_deferred
 from ..topology import Topology
@@ -140,23 +140,25 @@ def _calibration_lock() -> Path:
 def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, float | None]:
     """The per-node delays for the matrix's latency mode and its k (felt / target), recorded in the manifest."""
     topo = machine.topology
-    if machine.paces_cores:  # cores of different speed: felt through pacing, memory latency not emulated
-        with locked(_calibration_lock()):
+    record = evaluation.manifest.plugin[topo.name] = {}
+    if machine.paces_cores:  # cores of different speed, felt through pacing (fitted first: the calibration
+        with locked(_calibration_lock()):  # then tells the paced cores what a miss costs the emulator)
             pace = cores.ensure(machine)
-        evaluation.manifest.plugin[topo.name] = {"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
-                                                 "pace_permille": {str(c): p for c, p in pace.items()}}
+        record.update({"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
+                       "pace_permille": {str(c): p for c, p in pace.items()}})
+    # Memory latency is felt where the matrix asks for it and the machine runs the memory callbacks
+    # (a paced machine only under a TCG thread per vCPU: hybrid-tiered with tcg_threads = "multi").
+    if evaluation.matrix.latency != "emulated" or not machine.feels_memory:
         return {n.id: (0, 0) for n in topo.nodes}, None
-    if evaluation.matrix.latency != "emulated":
-        return {n.id: (0, 0) for n in topo.nodes}, None
-    targets = calibrate.targets(topo)
+    targets = calibrate.machine_targets(machine)  # per (initiator, node) where the machine feels them apart
     with locked(_calibration_lock()):
         cal = calibrate.ensure(machine)
         trimmed = trim.ensure(machine, cal, targets)
     k = cal.scale(targets)
-    evaluation.manifest.plugin[topo.name] = {
+    record.update({
         "cache": asdict(machine.cache), "calibration": asdict(cal),
-        "targets_ns": {str(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
-        "delays_ns": {str(n): list(d) for n, d in trimmed.delays.items()}, "k": k}
+        "targets_ns": {key_text(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
+        "delays_ns": {key_text(n): list(d) for n, d in trimmed.delays.items()}, "k": k})
     return trimmed.delays, k
 
 

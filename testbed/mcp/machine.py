@@ -68,7 +68,7 @@ def emulated_delays(machine: EmulatedMachine) -> Delays:
     if machine.paces_cores:
         cores.ensure(machine)
         return {n.id: (0, 0) for n in topo.nodes}
-    targets = calibrate.targets(topo)
+    targets = calibrate.machine_targets(machine)  # per (initiator, node) where the machine feels them apart
     return trim.ensure(machine, calibrate.ensure(machine), targets).delays
 
 

@@ -146,6 +146,19 @@ def test_a_time_based_matrix_runs_warm_up_and_steady_state_in_one_timed_phase(wr
     assert tiering.model_dump(exclude=threads) == one_thread.model_dump(exclude=threads)
 
 
+def test_shipped_emulated_matrices_run_a_tcg_thread_per_vcpu_but_the_one_thread_twins_and_smoke_tests():
+    single = set()
+    for name in matrix.available():
+        m = matrix.load(matrix.resolve(name))
+        if m.latency == "emulated" and m.tcg_threads == "single":
+            single.add(name)
+    # The twins measure what one thread costs; the smoke tests' bounds were measured on one thread.
+    assert single == {"tiering-1t", "tiering-hotcold-1t", "write-aware-1t", "tiny", "tiny-timed",
+                      "tiny-write-aware"}, single
+    mixed = matrix.load(matrix.resolve("mixed-tiered"))
+    assert (mixed.topologies, mixed.latency, mixed.tcg_threads) == (["hybrid-tiered"], "emulated", "multi")
+
+
 def test_phases_in_the_modelled_machines_seconds_last_k_times_longer_on_the_host(write_file):
     model = matrix.load(write_file("m.toml", GOOD + "duration_s = 2\nwarmup_s = 5\nphase_clock = 'model'\n"))
     assert model.host_phases(13.0) == (65.0, 91.0)

@@ -133,6 +133,13 @@ def test_on_uniform_cores_the_core_oracle_lets_everything_run_anywhere(load_topo
     assert [(h.pid, h.cpus) for h in hints] == [(10, [0, 1]), (20, [0, 1])]
 
 
+def test_memory_oracle_makes_room_with_the_batch_then_moves_the_latency_critical_pages_onto_the_fast_node():
+    hints = policies.memory_placement({"latency": [10, 11], "batch": [20]}, fast=0, slow=1)
+    assert [(h.kind, h.pid, h.from_nodes, h.to_nodes) for h in hints] == [
+        ("migrate_pages", 20, [0], [1]), ("migrate_pages", 10, [1], [0]), ("migrate_pages", 11, [1], [0])]
+    assert policies.memory_placement({"latency": [10], "batch": [20]}, fast=0, slow=0) == []
+
+
 class _Nonsense:
     """An advisor whose model gave no valid answer even after the repair round."""
 

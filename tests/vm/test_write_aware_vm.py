@@ -28,6 +28,11 @@ def _nvm_share(run: results.Run, field: str) -> float:
     return counts[1] / (counts[0] + counts[1])
 
 
+def _nvm_per_read(run: results.Run) -> float:
+    """Read misses NVM served per read the workload made."""
+    return run.counters[1].read_misses / run.figures["reads"]
+
+
 def test_the_daemon_classifies_the_log_and_the_table_as_the_workload_uses_them(evaluated):
     default, aware = results.read(evaluated[0])
     assert (default.policy, aware.policy) == ("default", "rules:write-aware")
@@ -54,8 +59,12 @@ def test_the_table_ends_on_nvm_and_the_workloads_misses_follow_it(evaluated):
     # The plugin's per-node read misses are what NVM served. They span the whole timed phase, the rounds
     # before the moves included, and how soon the moves are done follows the host's speed (a move is the
     # guest's CPU, under felt latency): the direction is asserted, the size printed. Not every load: those
-    # count whatever runs in the guest, the daemon's own included (README, "Standing placement policies").
+    # count whatever runs in the guest, the daemon's own included (README, "Standing placement policies"),
+    # and the moves' copies: the table's 96 MiB read off DRAM is 1.5 M read misses on node 0. On a slow host
+    # that did half the workload's reads in the same time, that made NVM's share of all read misses fall
+    # (0.48 -> 0.479) while NVM served 2.6 times as many per read of the workload: the latter is asserted.
     print(f"NVM share of read misses {_nvm_share(default, 'read_misses'):.2f} -> "
           f"{_nvm_share(aware, 'read_misses'):.2f}, of write misses {_nvm_share(default, 'write_misses'):.2f} -> "
-          f"{_nvm_share(aware, 'write_misses'):.2f}")
-    assert _nvm_share(aware, "read_misses") > _nvm_share(default, "read_misses")
+          f"{_nvm_share(aware, 'write_misses'):.2f}; NVM read misses per read {_nvm_per_read(default):.2f} -> "
+          f"{_nvm_per_read(aware):.2f}")
+    assert _nvm_per_read(aware) > _nvm_per_read(default)
