@@ -17,7 +17,7 @@ import re
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,10 +32,10 @@ from rich.progress import (
 
 from .. import agent
 from ..advisor import Advisor, AnswerCache
-from ..files import locked
-from ..image import GuestImage, cache_root
-from ..latency import calibrate, cores, trim
-from ..latency.emulated import Delays, EmulatedMachine, key_text
+from ..image import GuestImage
+from ..latency import calibrate
+from ..latency.emulated import Delays, EmulatedMachine
+from ..latency.felt import fit
 from ..llm_client import Endpoint
 from ..process import check_stop, signals_deferred
 from ..topology import Topology
@@ -132,36 +132,6 @@ def fastest_nodes(topo: Topology) -> list[int]:
     return sorted(nodes, key=lambda n: (targets.get(n, (float("inf"),))[0], n))
 
 
-def _calibration_lock() -> Path:
-    """One calibration at a time per host: cluster workers on one host share its cache."""
-    return cache_root() / "latency" / "calibration.lock"
-
-
-def _delays(machine: EmulatedMachine, evaluation: Evaluation) -> tuple[Delays, float | None]:
-    """The per-node delays for the matrix's latency mode and its k (felt / target), recorded in the manifest."""
-    topo = machine.topology
-    record = evaluation.manifest.plugin[topo.name] = {}
-    if machine.paces_cores:  # cores of different speed, felt through pacing (fitted first: the calibration
-        with locked(_calibration_lock()):  # then tells the paced cores what a miss costs the emulator)
-            pace = cores.ensure(machine)
-        record.update({"core_speeds": {str(c): s for c, s in topo.cpu_speeds().items()},
-                       "pace_permille": {str(c): p for c, p in pace.items()}})
-    # Memory latency is felt where the matrix asks for it and the machine runs the memory callbacks
-    # (a paced machine only under a TCG thread per vCPU: hybrid-tiered with tcg_threads = "multi").
-    if evaluation.matrix.latency != "emulated" or not machine.feels_memory:
-        return {n.id: (0, 0) for n in topo.nodes}, None
-    targets = calibrate.machine_targets(machine)  # per (initiator, node) where the machine feels them apart
-    with locked(_calibration_lock()):
-        cal = calibrate.ensure(machine)
-        trimmed = trim.ensure(machine, cal, targets)
-    k = cal.scale(targets)
-    record.update({
-        "cache": asdict(machine.cache), "calibration": asdict(cal),
-        "targets_ns": {key_text(n): list(t) for n, t in targets.items()}, "trim": trimmed.to_json(),
-        "delays_ns": {key_text(n): list(d) for n, d in trimmed.delays.items()}, "k": k})
-    return trimmed.delays, k
-
-
 def run_matrix(evaluation: Evaluation, image: GuestImage) -> list[summary.Row]:
     """Run every cell of the matrix; return the summary rows (everything is written even when interrupted)."""
     keys = evaluation.missing()
@@ -249,18 +219,19 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     # calibrated and trimmed without tlb-reach (_tlb_reach), under the matrix's threading
     with EmulatedMachine(topo, image, mttcg=mttcg) as machine:
         shell = machine.vm.shell
-        delays, k = _delays(machine, evaluation)  # sets the topology's plugin record afresh
+        felt = fit(machine, memory=evaluation.matrix.latency == "emulated")
+        record = evaluation.manifest.plugin[name] = felt.record  # the topology's plugin record, afresh
         # what the machine ran: cores of different speed need a TCG thread per vCPU whatever the matrix says
-        evaluation.manifest.plugin.setdefault(name, {})["tcg_threads"] = "multi" if machine.mttcg else "single"
+        record["tcg_threads"] = "multi" if machine.mttcg else "single"
         shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
-        evaluation.manifest.plugin.setdefault(name, {})["baseline_knobs"] = dict(BASELINE_KNOBS)
-        bench = Bench(machine, fast, slow, delays, {n: (0, 0) for n in delays},
-                      _time_scale(evaluation, machine, k))
+        record["baseline_knobs"] = dict(BASELINE_KNOBS)
+        bench = Bench(machine, fast, slow, felt.delays, {n: (0, 0) for n in felt.delays},
+                      _time_scale(evaluation, machine, felt.k))
         _tlb_reach(evaluation, machine, bench.time_scale)
         held = None
         if evaluation.matrix.fast_node_free_mib:
             held = squeeze.squeeze(shell, fast, evaluation.matrix.fast_node_free_mib)
-        evaluation.manifest.plugin.setdefault(name, {})["fast_node_held_mib"] = held.held_mib if held else 0
+        record["fast_node_held_mib"] = held.held_mib if held else 0
         bench = replace(bench, held=held)
         installed: set[str] = set()
         try:

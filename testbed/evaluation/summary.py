@@ -10,7 +10,9 @@ that knows its hot set: the skewed kernel).  Ratios are policy median / default
 median, so above 1 is better for throughput-like figures.  `others_share` is the median share of
 the host core that vCPUs other than the workload's held in the timed phase: under one TCG
 thread a kernel thread on another vCPU (kswapd, kdamond) runs instead of the workload, where
-the modelled machine would run it beside the workload.
+the modelled machine would run it beside the workload.  `workload_sys_share` is the median
+share of the workload's own CPU time that the kernel spent on its behalf (the skewed kernel
+reports user_s and sys_s): where a reactive policy's hint faults and promotions cost it time.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ class Row:
     promoted: float | None = None      # pages (pgpromote_success)
     demoted: float | None = None       # pages (pgdemote_kswapd + pgdemote_direct)
     kdamond_s: float | None = None     # kdamond's CPU seconds
+    # of the workload's own CPU time in its timed loop, the share spent in the kernel on its behalf (hint
+    # faults and the promotions they make): a reactive policy's cost in the workload's own time
+    workload_sys_share: float | None = None
     others_share: float | None = None  # of the host core, held by vCPUs other than the workload's (Run.others_share)
     # What an enforcing policy's daemon did (medians): pages it moved, its share of one vCPU.
     agent_moved_mib: float | None = None
@@ -100,11 +105,18 @@ def _kernel(runs: list[Run]) -> dict[str, float | None]:
             "demoted": median([r.vmstat.get("pgdemote_kswapd", 0) + r.vmstat.get("pgdemote_direct", 0)
                                for r in measured]),
             "kdamond_s": median([r.kthread_cpu_s.get("kdamond", 0.0) for r in measured]),
+            "workload_sys_share": median([s for s in (_sys_share(r) for r in runs if r.ok) if s is not None]),
             "others_share": median([s for s in (r.others_share() for r in measured) if s is not None]),
             "agent_moved_mib": median([r.enforcer.get("moved_mib", 0.0) for r in measured if r.enforcer]),
             "agent_cpu_percent": median([r.enforcer.get("cpu_percent", 0.0) for r in measured if r.enforcer]),
             "agent_steady_cpu_percent": median([r.enforcer["steady_cpu_percent"] for r in measured
                                                 if "steady_cpu_percent" in r.enforcer])}
+
+
+def _sys_share(run: Run) -> float | None:
+    """sys_s / (user_s + sys_s) of a workload that reports its CPU time (the skewed kernel)."""
+    user, sys = run.figures.get("user_s"), run.figures.get("sys_s")
+    return None if user is None or sys is None or user + sys <= 0 else sys / (user + sys)
 
 
 def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str) -> Row:
@@ -161,7 +173,7 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
                           ("median", "right"), ("min..max", "right"), ("IQR", "right"), ("x default", "right"),
                           ("vs default", "left"), ("fast-node share", "right"),
                           *([("hot set on fast", "right")] if census else []),
-                          ("faults/promoted/demoted, kdamond s", "right"), ("other vCPUs", "right"),
+                          ("faults/promoted/demoted, kdamond s (workload in kernel)", "right"), ("other vCPUs", "right"),
                           *([("agent: moved MiB, CPU (rounds moving nothing)", "right")] if agent else [])):
         t.add_column(name, justify=justify)
     for r in rows:
@@ -189,7 +201,8 @@ def _agent_cell(r: Row) -> str:
 def _kernel_cell(r: Row) -> str:
     if r.hint_faults is None:
         return "-"
-    return f"{r.hint_faults:,.0f}/{r.promoted:,.0f}/{r.demoted:,.0f}, {r.kdamond_s:.1f}"
+    in_kernel = "" if r.workload_sys_share is None else f", {r.workload_sys_share:.1%} in kernel"
+    return f"{r.hint_faults:,.0f}/{r.promoted:,.0f}/{r.demoted:,.0f}, {r.kdamond_s:.1f}{in_kernel}"
 
 
 def to_csv(rows: list[Row]) -> str:

@@ -17,9 +17,9 @@ from rich.console import Console
 from .. import host, image
 from ..evaluation import squeeze
 from ..evaluation.runner import BASELINE_KNOBS, fastest_nodes
-from ..latency import calibrate, cores, trim
 from ..latency.control import Control
 from ..latency.emulated import Delays, EmulatedMachine
+from ..latency.felt import fit
 from ..launcher import BootOptions, booted
 from ..ssh import GuestShell
 from ..topology import Topology
@@ -61,17 +61,6 @@ class Machine:
             self.control.reset()
 
 
-def emulated_delays(machine: EmulatedMachine) -> Delays:
-    """Per-node delays that make each node feel its topology's latency (calibrated and trimmed once per host,
-    then cached); none on a machine whose cores differ in speed, which feels its core speeds instead."""
-    topo = machine.topology
-    if machine.paces_cores:
-        cores.ensure(machine)
-        return {n.id: (0, 0) for n in topo.nodes}
-    targets = calibrate.machine_targets(machine)  # per (initiator, node) where the machine feels them apart
-    return trim.ensure(machine, calibrate.ensure(machine), targets).delays
-
-
 @contextlib.contextmanager
 def started(topology: Topology, latency: str, options: BootOptions, console: Console,
             fast_node_free_mib: int | None = None) -> Iterator[Machine]:
@@ -86,7 +75,7 @@ def started(topology: Topology, latency: str, options: BootOptions, console: Con
         with EmulatedMachine(topology, img, boot_timeout=options.boot_timeout, append=options.append) as em:
             console.print(f"[dim]{topology.name}: SSH ready after {em.vm.boot_seconds:.1f} s; "
                           "calibrating delays (cached after the first time)[/dim]")
-            machine = Machine(topology, em.vm, latency, em, emulated_delays(em), fast)
+            machine = Machine(topology, em.vm, latency, em, fit(em).delays, fast)
             yield from _prepared(machine, fast_node_free_mib)
     else:
         with booted(topology, options, console) as vm:

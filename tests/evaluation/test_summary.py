@@ -114,6 +114,18 @@ def test_what_the_kernel_did_is_summarized_per_policy():
     assert rows["default"].hint_faults is None  # recorded nothing: not a zero
     assert summary._kernel_cell(tiering) == "200/8/5, 0.0"
     assert tiering.others_share == pytest.approx(2 / 11)  # the median of 1/10, 2/11 and 3/12
+    assert tiering.workload_sys_share is None  # the workload reported no CPU time
+
+
+def test_the_workloads_time_in_the_kernel_is_its_share_of_its_own_cpu():
+    runs = [make_run(policy="kernel-tiering", repeat=r, value=10.0, vmstat={"numa_hint_faults": 5})
+            for r in range(3)]
+    for run, (user, sys) in zip(runs, [(9.0, 1.0), (6.0, 4.0), (8.0, 2.0)]):
+        run.figures.update(user_s=user, sys_s=sys)
+    runs[2].ok = False  # a failed run's figures are not counted
+    row = summary.summarize(runs)[0]
+    assert row.workload_sys_share == pytest.approx(0.25)  # the median of 0.1 and 0.4
+    assert summary._kernel_cell(row) == "5/0/0, 0.0, 25.0% in kernel"
 
 
 def test_a_time_based_runs_share_is_its_steady_state_share():
