@@ -32,7 +32,8 @@ from . import workload as _workload
 MATRIX_DIR = Path(__file__).resolve().parent.parent.parent / "benchmarks" / "matrices"
 RULES_DIR = MATRIX_DIR.parent / "policies"
 
-POLICIES: tuple[str, ...] = ("default", "interleave", "kernel-tiering", "damon", "llm", "llm-policy", "oracle")
+POLICIES: tuple[str, ...] = ("default", "interleave", "kernel-tiering", "damon", "llm", "llm-policy", "oracle",
+                              "oracle-cores", "oracle-memory")  # the oracle's two halves apart (ablations)
 RULES = "rules:"  # rules:NAME enforces the placement policy benchmarks/policies/NAME.json
 LatencyMode = Literal["advertised", "emulated"]
 _RULES_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
@@ -228,10 +229,15 @@ def _check_files(origin: str, matrix: Matrix) -> None:
             loaded = matrix.workload(ref.name)
         except datafile.DataFileError as exc:
             raise datafile.DataFileError(f"{origin}: workloads[{i}]: {ref.name!r}: {exc}") from None
-        if "oracle" in matrix.policies and loaded.hotmap_arg is None and not loaded.roles:
+        for oracle in ("oracle", "oracle-memory"):
+            if oracle in matrix.policies and loaded.hotmap_arg is None and not loaded.roles:
+                raise datafile.DataFileError(
+                    f"{origin}: workloads[{i}]: {ref.name!r} writes no hot map and names no roles, one of which "
+                    f"policy {oracle!r} needs (drop it from policies, or run this workload in a matrix of its own)")
+        if "oracle-cores" in matrix.policies and not loaded.roles:
             raise datafile.DataFileError(
-                f"{origin}: workloads[{i}]: {ref.name!r} writes no hot map and names no roles, one of which "
-                "policy 'oracle' needs (drop 'oracle' from policies, or run this workload in a matrix of its own)")
+                f"{origin}: workloads[{i}]: {ref.name!r} names no roles, which policy 'oracle-cores' needs (it "
+                "places processes by role; drop it from policies, or run this workload in a matrix of its own)")
         if matrix.duration_s is not None and not loaded.duration_args:
             raise datafile.DataFileError(
                 f"{origin}: workloads[{i}]: {ref.name!r} cannot run for a time (its file has no duration_args), "

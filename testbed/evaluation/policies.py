@@ -394,25 +394,43 @@ def memory_placement(roles: dict[str, list[int]], fast: int, slow: int) -> list[
 class Oracle(Policy):
     """Ground truth placed as it should be: the program's named latency-critical processes on the fastest
     cores, with their memory on the fastest node, and its batch work on the other cores; or else its hot map
-    moved onto the fastest node."""
+    moved onto the fastest node. `oracle-cores` and `oracle-memory` make one half each (where a workload
+    names roles), so a gain can be split between the scheduling and the placement."""
 
     name = "oracle"
+    cores, memory = True, True
 
     def prepare(self, ctx: Context) -> Outcome:
         if ctx.roles is not None:
-            hints = [*core_placement(ctx.topology, ctx.roles),
-                     *memory_placement(ctx.roles, ctx.fast_node, ctx.slow_node)]
-            return Outcome().add(agent.apply(ctx.shell, HintDocument(source="oracle", hints=hints)))
+            hints = [*(core_placement(ctx.topology, ctx.roles) if self.cores else []),
+                     *(memory_placement(ctx.roles, ctx.fast_node, ctx.slow_node) if self.memory else [])]
+            return Outcome().add(agent.apply(ctx.shell, HintDocument(source=self.name, hints=hints)))
+        if not self.memory:
+            raise PolicyError(f"workload {ctx.workload} names no roles, which {self.name} needs")
         if ctx.hotmap is None:
             raise PolicyError(f"workload {ctx.workload} writes no hot map and names no roles, one of which "
-                              "the oracle needs")
+                              f"the {self.name} needs")
         hot = hotmap.ranges(hotmap.parse(ctx.shell.run(f"cat {ctx.hotmap}").stdout), GRANULE)
         if not hot:
             raise PolicyError(f"the hot map {ctx.hotmap} is empty")
         maps = ctx.shell.run(f"cat /proc/{ctx.proc.pid}/maps").stdout
         mapping = mapping_of(maps, hot[0][0])
         moves = oracle_moves(ctx.proc.pid, hot, mapping, ctx.fast_node, ctx.slow_node)
-        return Outcome().add(agent.apply(ctx.shell, HintDocument(source="oracle", hints=moves)))
+        return Outcome().add(agent.apply(ctx.shell, HintDocument(source=self.name, hints=moves)))
+
+
+class OracleCores(Oracle):
+    """The oracle's core placement alone: memory stays where first touch put it."""
+
+    name = "oracle-cores"
+    memory = False
+
+
+class OracleMemory(Oracle):
+    """The oracle's memory placement alone: the scheduler keeps placing the processes."""
+
+    name = "oracle-memory"
+    cores = False
 
 
 def make(name: str, every_s: float = 0, damon_s: float | None = None) -> Policy:
@@ -421,7 +439,8 @@ def make(name: str, every_s: float = 0, damon_s: float | None = None) -> Policy:
         return Llm(every_s, damon_s)
     if name.startswith(matrix.RULES):
         return Rules(name[len(matrix.RULES):])
-    classes = {c.name: c for c in (Policy, Interleave, KernelTiering, Damon, LlmPolicy, Oracle)}
+    classes = {c.name: c for c in (Policy, Interleave, KernelTiering, Damon, LlmPolicy, Oracle, OracleCores,
+                                   OracleMemory)}
     if name not in classes:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(sorted([*classes, 'llm', 'rules:NAME']))}")
     return classes[name]()

@@ -22,8 +22,9 @@ def test_shipped_matrices_load_and_expand():
     default = matrix.load(matrix.resolve("default"))
     runs = default.runs()
     assert len(runs) == len(default.topologies) * len(default.workloads) * len(default.policies) * default.repeats
-    # every built-in policy but llm-policy (its local-model policy is judged on the hot-table matrix)
-    assert set(default.policies) == set(matrix.POLICIES) - {"llm-policy"}
+    # every built-in policy but llm-policy (its local-model policy is judged on the hot-table matrix) and
+    # the oracle's halves (judged on mixed-tiered-halves, whose workload names roles)
+    assert set(default.policies) == set(matrix.POLICIES) - {"llm-policy", "oracle-cores", "oracle-memory"}
     redis = matrix.load(matrix.resolve("redis"))
     assert [w.name for w in redis.workloads] == ["redis"] and "oracle" not in redis.policies
     tiny = matrix.load(matrix.resolve("tiny"))
@@ -80,6 +81,7 @@ def test_schema_errors_name_file_field_and_value(write_file, change, field, valu
      ["workloads[0].params.sise_mib", "no such parameter", "size_mib"]),
     ('topologies = ["cxl-type3"]', ["topologies[0]", "cxl-type3", "no HMAT latencies"]),
     ('workloads = ["skewed-read", "redis"]', ["workloads[1]", "'redis'", "no hot map", "'oracle'"]),
+    ('policies = ["default", "oracle-cores"]', ["workloads[0]", "'skewed-read'", "no roles", "'oracle-cores'"]),
 ])
 def test_names_are_checked_against_the_files(write_file, change, expected):
     key = change.split("=")[0].strip()
@@ -157,6 +159,10 @@ def test_shipped_emulated_matrices_run_a_tcg_thread_per_vcpu_but_the_one_thread_
                       "tiny-write-aware"}, single
     mixed = matrix.load(matrix.resolve("mixed-tiered"))
     assert (mixed.topologies, mixed.latency, mixed.tcg_threads) == (["hybrid-tiered"], "emulated", "multi")
+    halves = matrix.load(matrix.resolve("mixed-tiered-halves"))  # mixed-tiered but for its policies and repeats
+    assert halves.policies == ["default", "oracle-cores", "oracle-memory", "oracle"]
+    ablation = {"name", "description", "policies", "repeats"}
+    assert halves.model_dump(exclude=ablation) == mixed.model_dump(exclude=ablation)
 
 
 def test_phases_in_the_modelled_machines_seconds_last_k_times_longer_on_the_host(write_file):

@@ -140,6 +140,27 @@ def test_memory_oracle_makes_room_with_the_batch_then_moves_the_latency_critical
     assert policies.memory_placement({"latency": [10], "batch": [20]}, fast=0, slow=0) == []
 
 
+@pytest.mark.parametrize("name, kinds", [
+    ("oracle", ["set_affinity", "set_affinity", "migrate_pages", "migrate_pages"]),
+    ("oracle-cores", ["set_affinity", "set_affinity"]),
+    ("oracle-memory", ["migrate_pages", "migrate_pages"]),
+])
+def test_each_half_of_the_oracle_sends_only_its_own_hints(monkeypatch, load_topology, name, kinds):
+    sent = []
+    monkeypatch.setattr(agent, "apply", lambda shell, document: sent.append(document) or _result("applied"))
+    ctx = policies.Context(shell=None, topology=load_topology("hybrid-tiered"), proc=None, fast_node=0, slow_node=1,
+                           workload="mixed", repeat=0, roles={"latency": [10], "batch": [20]})
+    policies.make(name).prepare(ctx)
+    assert [h.kind for h in sent[0].hints] == kinds and sent[0].source == name
+
+
+def test_the_core_oracle_refuses_a_workload_without_roles(load_topology):
+    ctx = policies.Context(shell=None, topology=load_topology("dram-nvm"), proc=None, fast_node=0, slow_node=1,
+                           workload="skewed-read", repeat=0, hotmap="/tmp/hot")
+    with pytest.raises(policies.PolicyError, match="names no roles, which oracle-cores needs"):
+        policies.make("oracle-cores").prepare(ctx)
+
+
 class _Nonsense:
     """An advisor whose model gave no valid answer even after the repair round."""
 
