@@ -147,14 +147,14 @@ def holds(cached: Trim, checked: Trim) -> bool:
 
 
 def ensure(machine: EmulatedMachine, cal: Calibration, targets: Targets,
-           force: bool = False) -> Trim:
+           force: bool = False, recheck_after_s: float = RECHECK_AFTER_S) -> Trim:
     """Set this topology's trimmed delays in `machine`: the cached ones if they still hold here (checked),
     else fitted (on from the cached ones, where there are some) and cached if they came within CACHE_ERROR.
-    A cached trim fitted or checked less than RECHECK_AFTER_S ago is used without a check. The Trim
+    A cached trim fitted or checked less than `recheck_after_s` ago is used without a check. The Trim
     returned has this machine's figures, or the last check's where none was made."""
     path = _path(cal, targets)
     cached = Trim.from_json(json.loads(path.read_text())) if path.exists() and not force else None
-    if cached is not None and (age := time.time() - path.stat().st_mtime) < RECHECK_AFTER_S:
+    if cached is not None and (age := time.time() - path.stat().st_mtime) < recheck_after_s:
         log.info("%s: the cached trim was measured %.0f s ago; used unchecked", machine.topology.name, age)
         machine.set_delays(cached.delays)
         return replace(cached, age_s=age)

@@ -143,6 +143,7 @@ def test_a_trim_measured_within_the_recheck_period_is_used_unchecked(tmp_path, m
     assert trim.RECHECK_AFTER_S - 70 < used.age_s < trim.RECHECK_AFTER_S  # and said to be that old
     assert fitted.age_s == 0 and trim.Trim.from_json(used.to_json()).age_s == round(used.age_s)
     assert drifted.probes == 0 and drifted.delays == fitted.delays
+    assert trim.ensure(drifted, CAL, nvm_targets, recheck_after_s=0).delays != fitted.delays  # asked: checked
     _age(path)
     assert trim.ensure(drifted, CAL, nvm_targets).delays != fitted.delays  # due: checked, and fitted again
 
