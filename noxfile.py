@@ -72,6 +72,13 @@ def bench_mttcg(session: nox.Session) -> None:
     session.run("python", "benchmarks/mttcg.py", *session.posargs)
 
 
+@nox.session(name="bench-tcg-speed")
+def bench_tcg_speed(session: nox.Session) -> None:
+    """How much TCG slows a register loop and kernel work (first touch) against k, natively vs in the guest."""
+    _install(session)
+    session.run("python", "benchmarks/tcg_speed.py", *session.posargs)
+
+
 @nox.session(name="bench-gather")
 def bench_gather(session: nox.Session) -> None:
     """Seconds per `llamas-agent gather` on an idle guest, without DAMON (goal: under 1 s)."""
