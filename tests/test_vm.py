@@ -1,4 +1,5 @@
-"""The VM's boot watch, without QEMU: what it reads in the serial log, and when it boots again.
+"""The VM's boot watch, without QEMU: what it reads in the serial log, how QEMU's exit ends the
+wait (a real process stands in for it), and when it boots again.
 
 Booting itself is tested with real guests in tests/vm/.
 """
@@ -6,12 +7,14 @@ Booting itself is tested with real guests in tests/vm/.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 
 from testbed import vm as vm_module
 from testbed.image import GuestImage
-from testbed.vm import VM, BootError, BootStalled
+from testbed.vm import VM, BootError, BootStalled, QemuAborted
 
 STALL_REPORT = """\
 [   65.863802] rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:
@@ -86,3 +89,29 @@ def test_other_boot_failures_are_not_retried(machine, monkeypatch):
     with pytest.raises(BootError, match="panicked"):
         machine.__enter__()
     assert len(attempts) == 1
+
+
+def _exited(machine, code: str) -> None:
+    """Make `machine`'s QEMU a real process that has run `code` and exited, so the wait sees it gone."""
+    machine.process = subprocess.Popen([sys.executable, "-c", code])
+    machine.process.wait()
+    del machine.alive  # the class's own check again
+    machine.boot_timeout = 5
+
+
+def test_a_qemu_abort_before_ssh_is_a_lost_boot(machine):
+    _exited(machine, "import os; os.abort()")  # SIGABRT, as QEMU's failed assertions end
+    with pytest.raises(QemuAborted, match="QEMU exited before SSH came up"):
+        machine.wait_ready()
+
+
+def test_a_qemu_that_exits_otherwise_is_not_retried(machine):
+    _exited(machine, "raise SystemExit(1)")
+    with pytest.raises(BootError) as raised:
+        machine.wait_ready()
+    assert not isinstance(raised.value, vm_module.BootLost)
+
+
+def test_an_aborted_boot_is_booted_once_more(machine, monkeypatch):
+    attempts = _boots(machine, monkeypatch, [QemuAborted("iotlb_to_section"), None])
+    assert machine.__enter__() is machine and len(attempts) == 2
