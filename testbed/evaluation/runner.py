@@ -64,7 +64,9 @@ STEADY = "steady_ops_per_s"  # a time-based run's headline: operations per secon
 # Every run starts from first touch alone. Debian's kernel boots with NUMA balancing in mode 1,
 # whose hint faults tripled the memory accesses per operation of a policy-less run here;
 # only the policies that ask for it (kernel-tiering, or advice) turn it on, and undo turns it off.
-BASELINE_KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/sys/kernel/mm/numa/demotion_enabled": "false"}
+# The per-CPU free lists at their smallest: see squeeze.PCP_HIGH_FRACTION.
+BASELINE_KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/sys/kernel/mm/numa/demotion_enabled": "false",
+                  squeeze.PCP_HIGH_FRACTION_PATH: squeeze.PCP_HIGH_FRACTION}
 
 
 @dataclass

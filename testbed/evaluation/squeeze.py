@@ -10,11 +10,16 @@ An mlocked process was not enough: DAMOS migrate_cold moved its pages.
 A run leaves the node with less free memory than it found (measured: 128, 117,
 117, 119, then 100 MiB free before five runs in a row, with page cache and
 anonymous memory unchanged), so each run settles the pool again first. The rest
-waits on the per-CPU free lists (19-35 MiB after a run, measured in
-/proc/zoneinfo), which keep it when idle and which neither drop_caches,
-compact_memory nor a new percpu_pagelist_high_fraction empties; an allocation
-about to fail does, but taking the node that way made kswapd give up on it
-(node_unreclaimable) for the next run, so the settle sets MemFree and leaves them.
+waited on the per-CPU free lists, which MemFree does not count and which keep
+pages when idle: their bound follows the node's low watermark, 5,095 pages
+(20 MiB) per CPU on dram-cxl's node 0, where THP raises min_free_kbytes to 66
+MiB. So a run found up to 40 MiB more fast memory than it was settled to, and
+a huge page the settle gave back sat on those lists instead of reaching MemFree
+(measured: four pages freed, MemFree 127 -> 125 MiB, the lists +9 MiB), which
+left a CI run settled to 122 MiB after its three passes. The evaluation
+therefore sets the lists to their smallest (PCP_HIGH_FRACTION, a baseline knob):
+252 pages (1 MiB) per CPU at once, and each huge page given back then moves
+MemFree by its 2 MiB.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from dataclasses import dataclass
 from ..ssh import GuestShell
 
 HUGE_MIB = 2
+# The largest fraction gives each per-CPU list the kernel's floor of four batches (~1 MiB).
+PCP_HIGH_FRACTION_PATH, PCP_HIGH_FRACTION = "/proc/sys/vm/percpu_pagelist_high_fraction", "100000"
 SETTLE_PASSES, SETTLE_PAUSE_S = 3, 1.0
 _FREE_RE = re.compile(r"^Node\s+(\d+)\s+MemFree:\s+(\d+)\s+kB$", re.MULTILINE)
 
