@@ -108,6 +108,11 @@ class Matrix(_Strict):
     time_scale: Literal["auto"] | float = Field(
         default=1, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
         "many times slower, as the emulated machine is; 'auto': the latency calibration's k; 1: as booted")
+    min_k: float = Field(
+        default=0, ge=0, le=200, description="a floor on k, the factor by which the emulated machine is slower "
+        "than the one it models (0: the least the latency calibration allows); at or above TCG's slowdown of "
+        "the kernel's own work (nox -s bench-tcg-speed), kernel work costs no more modelled time than the "
+        "workload's memory accesses")
     tlb_reach_ms: int = Field(
         default=0, ge=0, le=1000, description="flush every vCPU's TLB this often, in the modelled machine's ms "
         "(times the time scale on the host), so that the guest's accessed bits see accesses as on hardware "
@@ -135,6 +140,8 @@ class Matrix(_Strict):
             raise ValueError("phase_clock='model' needs a time-based run: set duration_s")
         if self.warmup_s and self.duration_s is None:
             raise ValueError(f"warmup_s={self.warmup_s} needs a time-based run: set duration_s too")
+        if self.min_k and self.latency != "emulated":
+            raise ValueError(f"min_k={self.min_k:g} needs latency='emulated': only felt latency has a k")
         if not isinstance(self.time_scale, str) and not 0 < self.time_scale <= 1000:
             raise ValueError(f"time_scale={self.time_scale}: want 'auto' or a number in (0, 1000]")
         if self.seeds is not None and len(self.seeds) != self.repeats:

@@ -221,7 +221,7 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
     # calibrated and trimmed without tlb-reach (_tlb_reach), under the matrix's threading
     with EmulatedMachine(topo, image, mttcg=mttcg) as machine:
         shell = machine.vm.shell
-        felt = fit(machine, memory=evaluation.matrix.latency == "emulated")
+        felt = fit(machine, memory=evaluation.matrix.latency == "emulated", min_k=evaluation.matrix.min_k)
         record = evaluation.manifest.plugin[name] = felt.record  # the topology's plugin record, afresh
         # what the machine ran: cores of different speed need a TCG thread per vCPU whatever the matrix says
         record["tcg_threads"] = "multi" if machine.mttcg else "single"

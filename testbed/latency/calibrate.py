@@ -59,12 +59,14 @@ class Calibration:
     slope_read: float
     slope_write: float
     key: str
+    min_scale: float = 0.0  # a floor on k that an evaluation asks for (never cached: 0 here)
 
     def scale(self, targets: Targets) -> float:
-        """k: felt ns per target ns, the least that makes every node owe at least MIN_DELAY_NS."""
+        """k: felt ns per target ns, the least that makes every node owe at least MIN_DELAY_NS, or
+        min_scale if that is more."""
         fast_read = min(r for r, _ in targets.values())
         fast_write = min(w for _, w in targets.values())
-        return max((self.base_read_ns + self.slope_read * MIN_DELAY_NS) / fast_read,
+        return max(self.min_scale, (self.base_read_ns + self.slope_read * MIN_DELAY_NS) / fast_read,
                    (self.base_write_ns + self.slope_write * MIN_DELAY_NS) / fast_write)
 
     def delays(self, targets: Targets) -> Delays:

@@ -6,7 +6,7 @@ the same under either.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..files import locked
@@ -30,9 +30,10 @@ def lock_path() -> Path:
     return cache_root() / "latency" / "calibration.lock"
 
 
-def fit(machine: EmulatedMachine, memory: bool = True) -> Felt:
+def fit(machine: EmulatedMachine, memory: bool = True, min_k: float = 0.0) -> Felt:
     """Pace the cores (where they differ) and, if `memory` and the machine runs the memory callbacks,
-    the per-node (or per-initiator-and-node) delays; each fit is cached per host and image."""
+    the per-node (or per-initiator-and-node) delays, with k at least `min_k`; each fit is cached per
+    host and image (and k floor)."""
     topo = machine.topology
     felt = Felt({n.id: (0, 0) for n in topo.nodes})
     if machine.paces_cores:  # first: the calibration then tells the paced cores what a miss costs the emulator
@@ -45,7 +46,7 @@ def fit(machine: EmulatedMachine, memory: bool = True) -> Felt:
         return felt
     targets = calibrate.machine_targets(machine)  # per (initiator, node) where the machine feels them apart
     with locked(lock_path()):
-        cal = calibrate.ensure(machine)
+        cal = replace(calibrate.ensure(machine), min_scale=min_k)  # the trim's cache key holds the floor
         trimmed = trim.ensure(machine, cal, targets)
     felt.delays, felt.k = trimmed.delays, cal.scale(targets)
     felt.record.update({

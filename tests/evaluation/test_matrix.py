@@ -183,6 +183,8 @@ def test_phases_in_the_modelled_machines_seconds_last_k_times_longer_on_the_host
     ("tcg_threads = 'many'", ["tcg_threads", "many"]),
     ("phase_clock = 'model'", ["phase_clock", "duration_s"]),
     ("phase_clock = 'guest'\nduration_s = 1", ["phase_clock", "guest"]),
+    ("min_k = -1", ["min_k", "-1"]),
+    ("min_k = 20\nlatency = 'advertised'", ["min_k=20", "emulated"]),
 ])
 def test_time_based_fields_are_checked(write_file, change, expected):
     path = write_file("bad-time.toml", GOOD + change + "\n")

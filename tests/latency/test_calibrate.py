@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from testbed.latency import calibrate
@@ -53,6 +55,19 @@ def test_nvm_writes_owe_far_more_than_reads(load_topology):
     cal = Calibration(310, 340, 1.07, 1.05, "k")
     delays = cal.delays(calibrate.targets(load_topology("dram-nvm")))
     assert delays[1][1] > 2.5 * delays[1][0] > 2.5 * delays[0][0]
+
+
+def test_a_floor_on_k_slows_every_node_alike(load_topology):
+    targets = calibrate.targets(load_topology("dram-nvm"))
+    cal = Calibration(310, 340, 1.07, 1.05, "k")
+    least = cal.scale(targets)
+    floored = replace(cal, min_scale=2 * least)
+    assert replace(cal, min_scale=least / 2).scale(targets) == least  # a floor below the least changes nothing
+    assert floored.scale(targets) == 2 * least
+    seen = felt(floored, floored.delays(targets))
+    for node, (t_r, t_w) in targets.items():  # each node felt 2k times its target, reads and writes
+        assert seen[node][0] == pytest.approx(2 * least * t_r, abs=2)
+        assert seen[node][1] == pytest.approx(2 * least * t_w, abs=2)
 
 
 def test_targets_are_each_nodes_hmat_from_its_nearest_cpus(load_topology):
