@@ -42,6 +42,7 @@ def test_each_run_carries_its_series_and_steady_state(timed):
 def test_the_kernels_counters_show_which_policy_acted(timed):
     default, tiering = results.read(timed[0])
     assert {"numa_hint_faults", "pgpromote_success", "pgmigrate_success"} <= set(default.vmstat)
+    assert {"pgsteal_direct", "workingset_refault_file", "pgmajfault"} <= set(default.vmstat)  # reclaim's too
     assert default.vmstat["numa_hint_faults"] == 0  # first touch: balancing off
     assert tiering.vmstat["numa_hint_faults"] > 0  # tiering mode scanned and took hint faults
     assert set(tiering.kthread_cpu_s) == {"kdamond", "kswapd"}
