@@ -38,6 +38,7 @@ from ..latency.emulated import Delays, EmulatedMachine
 from ..latency.felt import fit
 from ..llm_client import Endpoint
 from ..process import check_stop, signals_deferred
+from ..ssh import GuestShell
 from ..topology import Topology
 from . import (
     guest_process,
@@ -67,6 +68,12 @@ STEADY = "steady_ops_per_s"  # a time-based run's headline: operations per secon
 # The per-CPU free lists at their smallest: see squeeze.PCP_HIGH_FRACTION.
 BASELINE_KNOBS = {"/proc/sys/kernel/numa_balancing": "0", "/sys/kernel/mm/numa/demotion_enabled": "false",
                   squeeze.PCP_HIGH_FRACTION_PATH: squeeze.PCP_HIGH_FRACTION}
+
+
+def set_baseline_knobs(shell: GuestShell) -> dict[str, str]:
+    """Write BASELINE_KNOBS in the guest (before any squeeze or policy); return them, as the manifest keeps them."""
+    shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
+    return dict(BASELINE_KNOBS)
 
 
 @dataclass
@@ -225,8 +232,7 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
         record = evaluation.manifest.plugin[name] = felt.record  # the topology's plugin record, afresh
         # what the machine ran: cores of different speed need a TCG thread per vCPU whatever the matrix says
         record["tcg_threads"] = "multi" if machine.mttcg else "single"
-        shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
-        record["baseline_knobs"] = dict(BASELINE_KNOBS)
+        record["baseline_knobs"] = set_baseline_knobs(shell)
         bench = Bench(machine, fast, slow, felt.delays, {n: (0, 0) for n in felt.delays},
                       _time_scale(evaluation, machine, felt.k))
         _tlb_reach(evaluation, machine, bench.time_scale)

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from .. import host, image
 from ..evaluation import squeeze
-from ..evaluation.runner import BASELINE_KNOBS, fastest_nodes
+from ..evaluation.runner import fastest_nodes, set_baseline_knobs
 from ..latency.control import Control
 from ..latency.emulated import Delays, EmulatedMachine
 from ..latency.felt import fit
@@ -83,7 +83,7 @@ def started(topology: Topology, latency: str, options: BootOptions, console: Con
 
 
 def _prepared(machine: Machine, fast_node_free_mib: int | None) -> Iterator[Machine]:
-    machine.shell.run(" && ".join(f"echo {value} > {path}" for path, value in BASELINE_KNOBS.items()))
+    set_baseline_knobs(machine.shell)
     machine.delays_off()
     held = squeeze.squeeze(machine.shell, machine.fast_node, fast_node_free_mib) if fast_node_free_mib else None
     machine.held_mib = held.held_mib if held else 0
