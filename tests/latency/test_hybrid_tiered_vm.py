@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from testbed.latency.emulated import EmulatedMachine
@@ -53,21 +55,30 @@ def test_both_kinds_of_core_feel_the_slow_node_and_its_delay_is_not_paced(hybrid
 
 def test_the_emulators_cost_of_a_miss_is_not_paced(hybrid):
     """Told what a miss costs the emulator (as calibrate.ensure does), the slow core stops stretching it:
-    a memory-bound loop on the efficiency core gets clearly faster, its compute still paced."""
+    its pace sleeps less per miss, a memory-bound loop on it gets faster, its compute is still paced."""
     hybrid.set_delays({0: (0, 0), 1: (0, 0)})
     miss = hybrid.run_chases(0, [FAST], SIZE_MIB)[FAST]  # the calibration's base: ns per load at zero delay
     hybrid.set_delays(DELAYS)
 
-    def slow_over_fast(cost: float) -> float:
-        # Side by side with an unpaced chase, whose time miss_cost does not touch: the host's speed
-        # wanders by tens of percent between two runs in turn on a shared host, a ratio does not.
+    def paced(cost: float) -> tuple[float, float]:
+        """The slow core's pace sleep per miss, and its ns per load over the fast core's: side by side with
+        an unpaced chase, whose time miss_cost does not touch (the host's speed wanders by tens of percent
+        between two runs in turn on a shared host, a ratio does not)."""
         hybrid.control.set_miss_cost(cost, cost)
+        hybrid.control.reset()
         ns = hybrid.run_chases(0, [FAST, SLOW], SIZE_MIB)
-        return ns[SLOW] / ns[FAST]
+        counters = hybrid.control.read()
+        return counters.pace[SLOW]["slept_ns"] / counters.vcpus[SLOW]["misses"], ns[SLOW] / ns[FAST]
 
-    stretched = slow_over_fast(0)
-    kept_out = slow_over_fast(miss)
+    pairs = [(paced(0), paced(miss)) for _ in range(3)]
     assert hybrid.control.config()["miss_cost"] == [round(miss), round(miss)]
-    assert kept_out < 0.85 * stretched, (miss, stretched, kept_out)
+    # The mechanism, by the plugin's counters: each miss forgives `miss` ns of CPU time, which a speed of 0.4
+    # stretches by 1/0.4 - 1 = 1.5. Measured: 0.99-1.37 times that here (six pairs, three beside a host busy loop).
+    forgiven = statistics.median(slept - slept_out for (slept, _), (slept_out, _) in pairs)
+    assert forgiven > 0.7 * 1.5 * miss, (miss, pairs)
+    # What the guest feels: the slow core's loads come closer to the fast core's. How much closer varies with
+    # the host and its load (the slow vCPU's loads still cost it more CPU time than `miss` each, and the rest
+    # is paced): kept_out/stretched was 0.48-0.86 here (nine pairs), 0.88 once on a CI host (one pair).
+    assert statistics.median(kept / stretched for (_, stretched), (_, kept) in pairs) < 0.95, (miss, pairs)
     ns = hybrid.run_spins({FAST: 20, SLOW: 8})
     assert ns[SLOW] > 1.8 * ns[FAST], ns  # a register-only loop has no misses to keep out
