@@ -104,6 +104,14 @@ def test_the_enforcers_rounds_are_summed_and_its_cpu_share_averaged():
     assert policies.enforcer_summary([*rounds, exited])["write_heavy_mib"] == 64.0
     exiting = {**exited, "processes": [120]}  # measured while it exited: in scope, no pages left
     assert policies.enforcer_summary([*rounds, exiting])["write_heavy_mib"] == 64.0
+    # A last round whose interval held the workload's end: the classes are the round's before it, which a
+    # later round found the workload still running after. Rounds before the workload started are untouched.
+    ending = {**_round(0, 0, 0.5, 5.0), "bytes_by_class": {"hot/write-heavy": {"0": 24 << 20},
+                                                          "warm/read-mostly": {"0": 40 << 20, "1": 96 << 20}}}
+    gated = {**_round(0, 0, 0.5, 5.0), "bytes_by_class": {"cold/untouched": {"0": 160 << 20}}}
+    assert policies.enforcer_summary([gated, *rounds, ending, exiting])["write_heavy_mib"] == 64.0
+    assert policies.enforcer_summary([gated, ending])["write_heavy_mib"] == 24.0  # no round to prefer
+    assert policies.enforcer_summary([gated, gated])["write_heavy_mib"] == 0.0
     assert policies.enforcer_summary([]) == {"rounds": 0}  # it started, and never finished a round
     total = policies.Outcome(applied=1)
     total += policies.Outcome(enforcer={"rounds": 2})
