@@ -21,7 +21,7 @@ REMOTE_POLICY = "/tmp/llamas-placement.json"
 ENFORCE_LOG = "/tmp/llamas-enforce.log"
 AUDIT_LOG = "/var/log/llamas-agent/audit.jsonl"
 # For the daemon to check the policy and say it started (it reads every node first). It usually takes
-# seconds; while kswapd thrashes the fast node's page cache (README, "Evaluation") Python's own start
+# seconds; while kswapd thrashes the fast node's page cache (README, "Fair baselines") Python's own start
 # took over 60 s in one tiny-write-aware run here, alive all along.
 ENFORCE_START_S = 180
 

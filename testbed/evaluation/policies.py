@@ -311,8 +311,7 @@ def enforcer_summary(rounds: list[dict]) -> dict[str, float]:
     ran_through = touched[-2] if len(touched) >= 2 else last
 
     def mib(write: str) -> float:
-        return round(sum(sum(per_node.values()) for key, per_node in ran_through.get("bytes_by_class", {}).items()
-                         if key.endswith("/" + write)) / 2**20, 1)
+        return round(_class_bytes(ran_through, lambda key: key.endswith("/" + write)) / 2**20, 1)
 
     # keeping a placed policy true: the rounds that found nothing to move (the issue's 5 % goal is theirs)
     steady = [r["cpu_percent"] for r in rounds if r.get("cpu_percent") is not None and not r["moved_bytes"]]
@@ -324,10 +323,14 @@ def enforcer_summary(rounds: list[dict]) -> dict[str, float]:
             "write_heavy_mib": mib("write-heavy"), "read_mostly_mib": mib("read-mostly")}
 
 
+def _class_bytes(record: dict, wanted: Callable[[str], bool]) -> int:
+    """Bytes a round found in the classes ("heat/write") that `wanted` picks, summed over the nodes."""
+    return sum(sum(per_node.values()) for key, per_node in record.get("bytes_by_class", {}).items() if wanted(key))
+
+
 def _touched(record: dict) -> bool:
     """Whether a round found any of the workload's memory written or accessed in its interval."""
-    return any(sum(per_node.values()) for key, per_node in record.get("bytes_by_class", {}).items()
-               if not key.endswith("/untouched"))
+    return _class_bytes(record, lambda key: not key.endswith("/untouched")) > 0
 
 
 class Rules(Enforced):
