@@ -9,10 +9,14 @@ wakes for the tiering's promotions, nothing is demoted, and hot pages stay on th
 On a node of more than ~4 GiB (every machine the topologies model) the reserve at ratio 256
 exceeds DMA's size and DMA takes no part. Ratio 1 gives the small node the same: DMA's
 reserve becomes everything above it.
+
+The same file says how far a node is from kswapd's goal, a zone at its high watermark
+(`short_of_high`), which the evaluation's squeeze gives back after a first touch.
 """
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 RATIO_FILE = "/proc/sys/vm/lowmem_reserve_ratio"
 ZONEINFO = "/proc/zoneinfo"
@@ -22,23 +26,40 @@ class ZoneReserveError(RuntimeError):
     """The guest did not take the reserve the testbed set."""
 
 
+@dataclass(frozen=True)
+class Zone:
+    """What the host asks of one zone of a guest node (pages); the agent reads more (llamas_agent/zoneinfo.py)."""
+
+    node: int
+    name: str
+    free: int
+    high: int
+    managed: int
+    protection: tuple[int, ...]
+
+
+def parse(zoneinfo: str) -> list[Zone]:
+    """Every zone of /proc/zoneinfo, in its order; a field a zone does not print is 0."""
+    zones = []
+    for node, name, block in re.findall(r"(?ms)^Node (\d+), zone +(\w+)$(.*?)(?=^Node |\Z)", zoneinfo):
+        field = {key: int(value) for key, value in re.findall(r"(?m)^\s+(pages free|high|managed)\s+(\d+)$", block)}
+        reserve = re.search(r"protection: \(([\d, ]+)\)", block)
+        zones.append(Zone(int(node), name, field.get("pages free", 0), field.get("high", 0), field.get("managed", 0),
+                          tuple(int(v) for v in reserve.group(1).split(",")) if reserve else ()))
+    return zones
+
+
 def dma_stands_apart(zoneinfo: str) -> bool:
     """True if every node's DMA zone reserves at least its own size against the top zone."""
-    for managed, protection in _dma_zones(zoneinfo):
-        if managed and protection[-1] < managed:
-            return False
-    return True
+    return all(not z.managed or z.protection[-1:] >= (z.managed,) for z in parse(zoneinfo) if z.name == "DMA")
 
 
-def _dma_zones(zoneinfo: str) -> list[tuple[int, list[int]]]:
-    zones = []
-    for block in re.split(r"(?m)^Node \d+, zone +", zoneinfo)[1:]:
-        if not block.startswith("DMA\n"):
-            continue
-        managed = int(re.search(r"managed\s+(\d+)", block).group(1))
-        protection = [int(v) for v in re.search(r"protection: \(([\d, ]+)\)", block).group(1).split(",")]
-        zones.append((managed, protection))
-    return zones
+def short_of_high(zoneinfo: str, node: int) -> int | None:
+    """Pages `node` must gain before one of its zones that serves movable pages is at its high watermark
+    plus reserve (kswapd's goal: one balanced zone is enough); None if it has no such zone."""
+    shortfalls = [max(0, z.high + max(z.protection, default=0) - z.free) for z in parse(zoneinfo)
+                  if z.node == node and z.managed > z.high + max(z.protection, default=0)]
+    return min(shortfalls) if shortfalls else None
 
 
 def reserve_dma_as_full_size(shell) -> None:

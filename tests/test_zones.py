@@ -1,4 +1,5 @@
-"""The DMA zone's reserve: read from /proc/zoneinfo as the guest kernel prints it (6.12)."""
+"""The DMA zone's reserve and a node's distance from its high watermark: read from /proc/zoneinfo as the guest
+kernel prints it (6.12)."""
 import pytest
 
 from testbed import zones
@@ -44,32 +45,38 @@ def test_dma_stands_apart_only_when_its_reserve_covers_it(reserve, apart):
 
 
 def test_an_empty_dma_zone_needs_no_reserve():
-    # Node 1's DMA zone has no pages: only node 0's counts.
-    text = ZONEINFO.format(dma=244168)
-    assert zones._dma_zones(text) == [(3840, [0, 244168, 244168, 244168, 244168]), (0, [0, 0, 0, 0, 0])]
+    # Node 1's DMA zone has no pages and no reserve: only node 0's counts.
+    assert zones.dma_stands_apart(ZONEINFO.format(dma=3840))
 
 
-class _Shell:
-    """Runs the three commands against an in-memory ratio file and a zoneinfo that follows it."""
+# dram-nvm's node 0 after a first touch filled it: DMA apart, DMA32 just under its low watermark (10,201).
+FILLED = """\
+Node 0, zone      DMA
+  pages free     3776
+        high     188
+        managed  3840
+        protection: (0, 3840, 3840, 3840, 3840)
+Node 0, zone    DMA32
+  pages free     {free}
+        min      8161
+        low      10201
+        high     12241
+        managed  244168
+        protection: (0, 0, 0, 0, 0)
+Node 0, zone   Normal
+  pages free     0
+        high     0
+        managed  0
+        protection: (0, 0, 0, 0, 0)
+"""
 
-    def __init__(self, takes: bool):
-        self.ratios, self.takes, self.commands = "256\t256\t32\t0\t0", takes, []
 
-    def run(self, command):
-        self.commands.append(command)
-        if command.startswith("echo"):
-            self.ratios = command.split("'")[1]
-        reserve = 244168 if self.takes and self.ratios.startswith("1 ") else 953
-        out = {f"cat {zones.RATIO_FILE}": self.ratios, f"cat {zones.ZONEINFO}": ZONEINFO.format(dma=reserve)}
-        return type("R", (), {"stdout": out.get(command, "")})()
+@pytest.mark.parametrize(("free", "short"), [(10144, 12241 - 10144), (12241, 0), (50000, 0)])
+def test_short_of_high_counts_what_the_one_zone_for_movable_pages_lacks(free, short):
+    # DMA (apart) and the empty Normal zone serve no movable page: DMA32 alone decides.
+    assert zones.short_of_high(FILLED.format(free=free), 0) == short
 
 
-def test_reserve_writes_ratio_one_for_dma_and_keeps_the_others():
-    shell = _Shell(takes=True)
-    zones.reserve_dma_as_full_size(shell)
-    assert shell.ratios == "1 256 32 0 0"
-
-
-def test_reserve_not_taken_names_the_file():
-    with pytest.raises(zones.ZoneReserveError, match="lowmem_reserve_ratio"):
-        zones.reserve_dma_as_full_size(_Shell(takes=False))
+def test_a_node_without_a_zone_for_movable_pages_has_no_shortfall():
+    assert zones.short_of_high(FILLED.split("Node 0, zone    DMA32")[0], 0) is None
+    assert zones.short_of_high(FILLED.format(free=1), 1) is None

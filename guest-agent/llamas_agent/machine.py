@@ -2,7 +2,7 @@
 
 import os
 
-from . import MACHINE_SCHEMA_VERSION
+from . import MACHINE_SCHEMA_VERSION, zoneinfo
 from .sysfs import Tree, numbered, parse_cpulist
 
 NODE_DIR = "sys/devices/system/node"
@@ -43,11 +43,15 @@ def _tiers(tree):
 
 
 def node_memory(tree):
-    """[{"id", "mem_total_kib", "mem_free_kib"}] per node: all a placement round asks of the nodes, each round."""
+    """[{"id", "mem_total_kib", "mem_free_kib", "held_back_kib"}] per node: all a placement round asks of
+    the nodes, each round.  held_back_kib is the part of MemFree under the zones' high watermarks and
+    reserves (zoneinfo.held_back_pages; 0 where /proc/zoneinfo is not there to read)."""
+    zones = zoneinfo.parse(tree.read("proc", "zoneinfo", default=""))
     out = []
     for node_id, name in numbered(tree.listdir(NODE_DIR), "node"):
         mem = _meminfo_kib(tree, name)
-        out.append({"id": node_id, "mem_total_kib": mem.get("MemTotal", 0), "mem_free_kib": mem.get("MemFree", 0)})
+        out.append({"id": node_id, "mem_total_kib": mem.get("MemTotal", 0), "mem_free_kib": mem.get("MemFree", 0),
+                    "held_back_kib": zoneinfo.held_back_pages(zones, node_id) * zoneinfo.PAGE_KIB})
     return out
 
 

@@ -11,7 +11,7 @@ value this kernel accepts, and no slowing down of a protected process
 import os
 
 from .knobs import check_value, gather_knobs
-from .machine import gather_nodes
+from .machine import gather_nodes, node_memory
 from .processes import is_kernel_thread, node_usage_kib, parse_maps
 from .protected import (
     admin_names,
@@ -24,8 +24,8 @@ from .syscalls import move_pages
 from .sysfs import parse_cpulist
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-# Keep this much of a target node free after a move: the larger of a floor and
-# a share of the node, so the kernel's own watermarks and reclaim keep room.
+# Keep this much of a target node free after a move: the largest of a floor, a share of
+# the node, and what its zones hold back (zoneinfo.py), so that no move wakes kswapd.
 MARGIN_FLOOR_KIB = 32 * 1024
 MARGIN_FRACTION = 0.05
 LOCATE_BATCH = 16384
@@ -41,7 +41,8 @@ class Context:
 
     def __init__(self, tree, agent_pids=None):
         self.tree = tree
-        self.nodes = {n["id"]: n for n in gather_nodes(tree)}
+        held_back = {m["id"]: m["held_back_kib"] for m in node_memory(tree)}
+        self.nodes = {n["id"]: {**n, "held_back_kib": held_back.get(n["id"], 0)} for n in gather_nodes(tree)}
         self.online_cpus = set(parse_cpulist(tree.read("sys/devices/system/cpu/online", default="")))
         self.agent_pids = set(agent_pids if agent_pids is not None else (os.getpid(),))
         self.ancestors = ancestors(tree, self.agent_pids)
@@ -49,8 +50,9 @@ class Context:
 
 
 def margin_kib(node):
-    """Free memory a move must leave on `node`."""
-    return max(MARGIN_FLOOR_KIB, int(node["mem_total_kib"] * MARGIN_FRACTION))
+    """Free memory a move must leave on `node`: never less than its zones hold back under their
+    high watermarks, where a move would find the node's kswapd woken and nothing cold to take."""
+    return max(MARGIN_FLOOR_KIB, int(node["mem_total_kib"] * MARGIN_FRACTION), node.get("held_back_kib", 0))
 
 
 def check(ctx, hint):

@@ -24,12 +24,12 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 7  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census; 7: fast_free_mib
+SCHEMA_VERSION = 8  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts",
-                 "fast_free_mib")
+                 "fast_free_mib", "fast_yielded_mib")
 
 
 class NodeCounters(BaseModel):
@@ -89,6 +89,9 @@ class Run(BaseModel):
                                        "steady_cpu_percent (the median share of its rounds that moved nothing)")
     fast_free_mib: int | None = Field(default=None, description="the fastest node's free memory (MiB) as the "
                                       "run's set-up began, after a squeezed node was settled again")
+    fast_yielded_mib: int | None = Field(default=None, description="held memory the squeeze gave back after "
+                                         "the first touch, to bring a zone of the fast node to its high "
+                                         "watermark (squeeze.Squeeze.yield_to_high)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
 

@@ -343,6 +343,8 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
         guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
         if workload.roles:
             ctx.roles = _roles(workload, proc)
+        if bench.held is not None:
+            run.fast_yielded_mib = bench.held.yield_to_high()
     with _phase(run, "policy"):
         outcome += policy.prepare(ctx)
     before = kernel_counters.snapshot(ctx.shell)

@@ -24,13 +24,16 @@ MemFree by its 2 MiB.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from dataclasses import dataclass
 
+from .. import zones
 from ..ssh import GuestShell
 
 HUGE_MIB = 2
+HUGE_PAGES = 512  # base pages in one
 # The largest fraction gives each per-CPU list the kernel's floor of four batches (~1 MiB).
 PCP_HIGH_FRACTION_PATH, PCP_HIGH_FRACTION = "/proc/sys/vm/percpu_pagelist_high_fraction", "100000"
 SETTLE_PASSES, SETTLE_PAUSE_S = 3, 1.0
@@ -93,6 +96,28 @@ class Squeeze:
             time.sleep(SETTLE_PAUSE_S)
             free = node_free_mib(self.shell, self.node)
         return free
+
+    def yield_to_high(self) -> int:
+        """After a first touch: give back held pages until a zone of the node is at its high watermark
+        again; return the MiB given back.
+
+        A first touch that fills the node stops with it just under its low watermark, where its
+        allocations fall back to the slow node and wake no one; the next allocation that may not fall
+        back (move_pages onto the node, a slab's first try on the CPU's node) wakes kswapd, which on
+        a node of anonymous memory, without swap or demotion, can take only hot page cache that comes
+        straight back: a storm (README, "Fair baselines"). On the machine modelled, the memory held
+        here would be other tenants' cold pages, which kswapd would take, so they are given back."""
+        given = 0
+        for _ in range(SETTLE_PASSES):
+            short = zones.short_of_high(self.shell.run(f"cat {zones.ZONEINFO}").stdout, self.node)
+            if not short or not self.held_mib:
+                break
+            pages = min(self.held_mib // HUGE_MIB, math.ceil(short / HUGE_PAGES))
+            pool = int(self.shell.run(f"cat {pool_path(self.node)}").stdout)
+            self.held_mib = _set_pool(self.shell, self.node, max(0, pool - pages)) * HUGE_MIB
+            given += pool * HUGE_MIB - self.held_mib
+            time.sleep(SETTLE_PAUSE_S)
+        return given
 
     def release(self) -> None:
         if self.shell is not None:

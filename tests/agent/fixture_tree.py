@@ -72,8 +72,8 @@ def add_process(root: Path, pid: int, comm: str, ppid: int, *, nice: int = 0, cp
         (base / "exe").symlink_to(exe)
 
 
-def build_tree(root: Path, *, node1_free_kib: int = 900_000, knobs: bool = True) -> Path:
-    """Write a dram-cxl-like guest's /proc and /sys under root; returns root."""
+def build_tree(root: Path, *, node1_free_kib: int = 900_000, knobs: bool = True, zoneinfo: str | None = None) -> Path:
+    """Write a dram-cxl-like guest's /proc and /sys under root (/proc/zoneinfo only if given); returns root."""
     files: dict[str, str] = {
         "proc/sys/kernel/osrelease": "6.12.57+deb13-amd64\n",
         "proc/vmstat": VMSTAT,
@@ -93,6 +93,8 @@ def build_tree(root: Path, *, node1_free_kib: int = 900_000, knobs: bool = True)
                              ("read_bandwidth", bandwidth), ("write_bandwidth", bandwidth)):
             files[f"{base}/access0/initiators/{field}"] = f"{value}\n"
         files[f"{base}/access0/initiators/node0"] = ""
+    if zoneinfo is not None:
+        files["proc/zoneinfo"] = zoneinfo
     if knobs:
         files.update({
             "proc/sys/kernel/numa_balancing": "0\n",

@@ -107,6 +107,8 @@ def test_room_keeps_the_larger_of_the_policys_keep_free_and_the_agents_margin():
     assert room[0] == 500_000 - 256 * 1024
     assert room[1] == 90_000 - int((1 << 20) * 0.05)   # the agent's 5% margin: larger than no keep-free
     assert room_kib(nodes, {"1": 100})[1] == 0         # never below zero
+    held = [{**nodes[0], "held_back_kib": 300_000}]       # the zones' watermarks, when they hold back more
+    assert room_kib(held, {"0": 256})[0] == 500_000 - 300_000
 
 
 def test_bytes_by_class_counts_present_pages_per_node():

@@ -76,6 +76,20 @@ def test_a_move_must_leave_the_safety_margin_free(tmp_path):
                    "free beyond their safety margin")
 
 
+def test_a_move_leaves_what_the_targets_zones_hold_back_when_that_is_more(tmp_path):
+    # Node 1's one zone holds 20,480 pages (80 MiB) under its high watermark: more than the 5 % margin.
+    zones = ("Node 1, zone   Normal\n  pages free     {free}\n        low      17000\n"
+             "        high     20480\n        managed  262144\n        protection: (0, 0, 0, 0, 0)\n")
+    held_back = 20480 * 4
+    assert margin_kib({"mem_total_kib": 1_048_576, "held_back_kib": held_back}) == held_back
+    free = WORKLOAD_NODE0_KIB + int(1_048_576 * 0.05)  # enough beyond the 5 % margin alone
+    tight = Tree(str(build_tree(tmp_path / "a", node1_free_kib=free, zoneinfo=zones.format(free=free // 4))))
+    assert rejected(ctx_for(tight), migrate()).startswith(f"move of {WORKLOAD_NODE0_KIB} KiB does not fit")
+    free = WORKLOAD_NODE0_KIB + held_back
+    fits = Tree(str(build_tree(tmp_path / "b", node1_free_kib=free, zoneinfo=zones.format(free=free // 4))))
+    assert check(ctx_for(fits), migrate())["need_kib"] == WORKLOAD_NODE0_KIB
+
+
 def test_a_document_sees_the_room_its_earlier_moves_make_and_take(tmp_path):
     margin = margin_kib({"mem_total_kib": 1_048_576})
     ctx = ctx_for(Tree(str(build_tree(tmp_path, node1_free_kib=WORKLOAD_NODE0_KIB + margin))))
