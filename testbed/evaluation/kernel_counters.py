@@ -35,8 +35,8 @@ _SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
 
 @dataclass(frozen=True)
 class Snapshot:
-    vmstat: dict[str, int]        # the kept vmstat counters, and the IPI rows as irq_*
-    thread_ticks: dict[str, int]  # per thread kind: utime + stime of every such thread, in USER_HZ ticks
+    vmstat: dict[str, int]                   # the kept vmstat counters, and the IPI rows as irq_*
+    thread_ticks: dict[str, dict[int, int]]  # per thread kind, per pid: utime + stime, in USER_HZ ticks
     # nodes kswapd has given up on (/proc/zoneinfo's node_unreclaimable: 16 passes that reclaimed
     # nothing); it then sleeps through every wake-up until a direct reclaim succeeds there
     hopeless: tuple[int, ...] = ()
@@ -44,7 +44,7 @@ class Snapshot:
 
 def parse(text: str) -> Snapshot:
     """A snapshot from `_SNAPSHOT`'s output: vmstat lines, then `thread <stat line>` per policy thread."""
-    vmstat, ticks, hopeless, node = {}, dict.fromkeys(THREADS, 0), set(), None
+    vmstat, ticks, hopeless, node = {}, {kind: {} for kind in THREADS}, set(), None
     for line in text.splitlines():
         if line.startswith("Node "):
             node = int(line.split()[1].rstrip(","))
@@ -55,7 +55,7 @@ def parse(text: str) -> Snapshot:
             comm = line[line.index("(") + 1:line.rindex(")")]
             fields = line[line.rindex(")") + 2:].split()  # from field 3 (state) on
             kind = next(k for k in THREADS if comm.startswith(k))
-            ticks[kind] += int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15
+            ticks[kind][int(line.split()[1])] = int(fields[11]) + int(fields[12])  # utime, stime: fields 14, 15
         elif line.startswith(VMSTAT_PREFIXES):
             name, value = line.split()
             vmstat[name] = int(value)
@@ -71,7 +71,13 @@ def snapshot(shell: GuestShell) -> Snapshot:
 
 
 def delta(before: Snapshot, after: Snapshot) -> tuple[dict[str, int], dict[str, float]]:
-    """(vmstat deltas, CPU seconds per thread kind) between two snapshots."""
+    """(vmstat deltas, CPU seconds per thread kind) between two snapshots.
+
+    A thread's time is counted by pid: the agent's daemon starts a kdamond for each round's DAMON
+    window and stops it, so a total over whatever threads were alive went negative when the one of
+    `before` had run longer than the one of `after` (-0.06 s in a write-aware run). The time of a
+    thread that ended in between is not in /proc any more: these are lower bounds."""
     vmstat = {k: after.vmstat[k] - before.vmstat.get(k, 0) for k in sorted(after.vmstat)}
-    cpu = {k: (after.thread_ticks[k] - before.thread_ticks[k]) / USER_HZ for k in THREADS}
+    cpu = {k: sum(t - before.thread_ticks[k].get(pid, 0) for pid, t in after.thread_ticks[k].items()) / USER_HZ
+           for k in THREADS}
     return vmstat, cpu

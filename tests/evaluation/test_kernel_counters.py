@@ -53,7 +53,7 @@ def test_only_the_numa_migration_and_reclaim_counters_are_kept():
                                 "pgscan_direct", "workingset_refault_anon"}  # reclaim, and what came back
     assert "nr_free_pages" not in snap.vmstat
     assert snap.vmstat["irq_tlb_shootdowns"] == 3030  # summed over the CPUs
-    assert snap.thread_ticks == {"kdamond": 150, "kswapd": 80}
+    assert snap.thread_ticks == {"kdamond": {300: 150}, "kswapd": {41: 80}}
 
 
 def test_deltas_over_the_timed_phase_and_cpu_seconds_per_thread_kind():
@@ -64,6 +64,14 @@ def test_deltas_over_the_timed_phase_and_cpu_seconds_per_thread_kind():
     assert vmstat["pageoutrun"] == 4 and vmstat["pgscan_kswapd"] == 101492
     assert vmstat["pgscan_direct"] == 2 and vmstat["workingset_refault_anon"] == 21
     assert cpu == {"kdamond": pytest.approx(1.5), "kswapd": pytest.approx(0.7)}  # kdamond was born in between
+
+
+def test_a_thread_that_ended_in_between_takes_nothing_away():
+    # The daemon's kdamond of an earlier round (pid 290, 2 s of CPU) is gone; the one of a later round ran 0.4 s.
+    before = BEFORE + "thread 290 (kdamond.0) S 2 0 0 0 -1 2129984 0 0 0 0 150 50 0 0 20 0 1 0 61 0 0\n"
+    after = AFTER.replace(" 120 30 ", " 30 10 ")
+    assert kernel_counters.delta(kernel_counters.parse(before), kernel_counters.parse(after))[1]["kdamond"] == \
+        pytest.approx(0.4)
 
 
 def test_snapshot_reads_everything_in_one_guest_command(fake_shell):
