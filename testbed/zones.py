@@ -37,6 +37,11 @@ class Zone:
     managed: int
     protection: tuple[int, ...]
 
+    @property
+    def reserve(self) -> int:
+        """Pages kept from a movable allocation: the high watermark plus the largest lowmem reserve."""
+        return self.high + max(self.protection, default=0)
+
 
 def parse(zoneinfo: str) -> list[Zone]:
     """Every zone of /proc/zoneinfo, in its order; a field a zone does not print is 0."""
@@ -57,8 +62,7 @@ def dma_stands_apart(zoneinfo: str) -> bool:
 def short_of_high(zoneinfo: str, node: int) -> int | None:
     """Pages `node` must gain before one of its zones that serves movable pages is at its high watermark
     plus reserve (kswapd's goal: one balanced zone is enough); None if it has no such zone."""
-    shortfalls = [max(0, z.high + max(z.protection, default=0) - z.free) for z in parse(zoneinfo)
-                  if z.node == node and z.managed > z.high + max(z.protection, default=0)]
+    shortfalls = [max(0, z.reserve - z.free) for z in parse(zoneinfo) if z.node == node and z.managed > z.reserve]
     return min(shortfalls) if shortfalls else None
 
 

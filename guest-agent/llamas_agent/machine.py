@@ -42,24 +42,34 @@ def _tiers(tree):
     return tier_of
 
 
-def node_memory(tree):
-    """[{"id", "mem_total_kib", "mem_free_kib", "held_back_kib"}] per node: all a placement round asks of
-    the nodes, each round.  held_back_kib is the part of MemFree under the zones' high watermarks and
-    reserves (zoneinfo.held_back_pages; 0 where /proc/zoneinfo is not there to read)."""
-    zones = zoneinfo.parse(tree.read("proc", "zoneinfo", default=""))
+def _node_meminfo(tree):
+    """[{"id", "mem_total_kib", "mem_free_kib"}] per node."""
     out = []
     for node_id, name in numbered(tree.listdir(NODE_DIR), "node"):
         mem = _meminfo_kib(tree, name)
-        out.append({"id": node_id, "mem_total_kib": mem.get("MemTotal", 0), "mem_free_kib": mem.get("MemFree", 0),
-                    "held_back_kib": zoneinfo.held_back_pages(zones, node_id) * zoneinfo.PAGE_KIB})
+        out.append({"id": node_id, "mem_total_kib": mem.get("MemTotal", 0), "mem_free_kib": mem.get("MemFree", 0)})
     return out
 
 
+def held_back_kib(tree):
+    """{node: KiB of its MemFree under the zones' high watermarks and reserves} (zoneinfo.held_back_pages;
+    {} where /proc/zoneinfo is not there to read)."""
+    zones = zoneinfo.parse(tree.read("proc", "zoneinfo", default=""))
+    return {node: zoneinfo.held_back_pages(zones, node) * zoneinfo.PAGE_KIB for node in {z.node for z in zones}}
+
+
+def node_memory(tree):
+    """[{"id", "mem_total_kib", "mem_free_kib", "held_back_kib"}] per node: all a placement round asks of
+    the nodes, each round."""
+    held = held_back_kib(tree)
+    return [{**mem, "held_back_kib": held.get(mem["id"], 0)} for mem in _node_meminfo(tree)]
+
+
 def gather_nodes(tree):
-    """node_memory() of every node with its CPUs, distances, HMAT access class 0 and memory tier."""
+    """Every node's memory with its CPUs, distances, HMAT access class 0 and memory tier."""
     tier_of = _tiers(tree)
     nodes = []
-    for mem in node_memory(tree):
+    for mem in _node_meminfo(tree):
         name = f"node{mem['id']}"
         distances = [int(d) for d in (tree.read(NODE_DIR, name, "distance", default="") or "").split()]
         nodes.append({

@@ -11,7 +11,7 @@ value this kernel accepts, and no slowing down of a protected process
 import os
 
 from .knobs import check_value, gather_knobs
-from .machine import gather_nodes, node_memory
+from .machine import gather_nodes, held_back_kib
 from .processes import is_kernel_thread, node_usage_kib, parse_maps
 from .protected import (
     admin_names,
@@ -41,7 +41,7 @@ class Context:
 
     def __init__(self, tree, agent_pids=None):
         self.tree = tree
-        held_back = {m["id"]: m["held_back_kib"] for m in node_memory(tree)}
+        held_back = held_back_kib(tree)
         self.nodes = {n["id"]: {**n, "held_back_kib": held_back.get(n["id"], 0)} for n in gather_nodes(tree)}
         self.online_cpus = set(parse_cpulist(tree.read("sys/devices/system/cpu/online", default="")))
         self.agent_pids = set(agent_pids if agent_pids is not None else (os.getpid(),))

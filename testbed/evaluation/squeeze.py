@@ -112,9 +112,8 @@ class Squeeze:
             short = zones.short_of_high(self.shell.run(f"cat {zones.ZONEINFO}").stdout, self.node)
             if not short or not self.held_mib:
                 break
-            pages = min(self.held_mib // HUGE_MIB, math.ceil(short / HUGE_PAGES))
-            pool = int(self.shell.run(f"cat {pool_path(self.node)}").stdout)
-            self.held_mib = _set_pool(self.shell, self.node, max(0, pool - pages)) * HUGE_MIB
+            pool = self.held_mib // HUGE_MIB
+            self.held_mib = _set_pool(self.shell, self.node, pool - min(pool, math.ceil(short / HUGE_PAGES))) * HUGE_MIB
             given += pool * HUGE_MIB - self.held_mib
             time.sleep(SETTLE_PAUSE_S)
         return given
