@@ -8,7 +8,7 @@ promoted and demoted, TLB shootdowns sent, kdamond's and kswapd's CPU seconds).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ssh import GuestShell
 
@@ -27,8 +27,11 @@ IPIS = {"TLB:": "irq_tlb_shootdowns", "CAL:": "irq_function_calls"}
 USER_HZ = 100  # /proc/PID/stat's clock ticks on x86 Linux (the ABI's USER_HZ)
 # Each node's heading and whether kswapd has given up on it; `parse` reads this alone too.
 ZONEINFO = "grep -E '^Node|node_unreclaimable' /proc/zoneinfo"
+# Each node's transparent huge pages mapped by processes: the LRU ages a huge page as one folio, so where
+# first touch left them decides what reclaim (and so demotion) sees as one hot unit (README, "Fair baselines").
+NODE_HUGE = "grep -h AnonHugePages /sys/devices/system/node/node*/meminfo"
 _SNAPSHOT = ("cat /proc/vmstat; grep -E '^ *(TLB|CAL):' /proc/interrupts; "
-             f"{ZONEINFO}; "
+             f"{ZONEINFO}; {NODE_HUGE}; "
              "for d in /proc/[0-9]*; do read c < $d/stat 2>/dev/null || continue; "
              "case $c in *'(kdamond'*|*'(kswapd'*) echo \"thread $c\";; esac; done")
 
@@ -40,13 +43,16 @@ class Snapshot:
     # nodes kswapd has given up on (/proc/zoneinfo's node_unreclaimable: 16 passes that reclaimed
     # nothing); it then sleeps through every wake-up until a direct reclaim succeeds there
     hopeless: tuple[int, ...] = ()
+    huge_kib: dict[int, int] = field(default_factory=dict)  # per node: AnonHugePages, kB
 
 
 def parse(text: str) -> Snapshot:
     """A snapshot from `_SNAPSHOT`'s output: vmstat lines, then `thread <stat line>` per policy thread."""
-    vmstat, ticks, hopeless, node = {}, {kind: {} for kind in THREADS}, set(), None
+    vmstat, ticks, hopeless, huge, node = {}, {kind: {} for kind in THREADS}, set(), {}, None
     for line in text.splitlines():
-        if line.startswith("Node "):
+        if line.startswith("Node ") and "AnonHugePages:" in line:  # "Node 0 AnonHugePages:  4096 kB"
+            huge[int(line.split()[1])] = int(line.split()[3])
+        elif line.startswith("Node "):
             node = int(line.split()[1].rstrip(","))
         elif line.strip().startswith("node_unreclaimable:") and node is not None:
             if int(line.split(":")[1]):
@@ -62,7 +68,7 @@ def parse(text: str) -> Snapshot:
         elif line.split(maxsplit=1)[0] in IPIS:
             row, *cells = line.split()
             vmstat[IPIS[row]] = sum(int(c) for c in cells if c.isdigit())
-    return Snapshot(vmstat, ticks, tuple(sorted(hopeless)))
+    return Snapshot(vmstat, ticks, tuple(sorted(hopeless)), huge)
 
 
 def snapshot(shell: GuestShell) -> Snapshot:

@@ -6,7 +6,8 @@ figures as `figure.NAME`, the plugin's counters as `counters.NODE.FIELD`
 (node -1: addresses outside every node's range), durations as
 `duration.NAME`, the kernel's counters over the timed phase as
 `vmstat.NAME`, `kthread_cpu_s.KIND` and `vcpu_ran_s.VCPU`, an enforcing policy's daemon as
-`enforcer.FIGURE`, and a time-based run's series as
+`enforcer.FIGURE`, each node's huge pages as the timed phase began as `huge_mib.NODE`, and a
+time-based run's series as
 one JSON cell, `series`.  Both files are rewritten atomically after every run, so an
 interrupted evaluation keeps every finished run.
 """
@@ -24,8 +25,8 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 8  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib
+SCHEMA_VERSION = 9  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts",
@@ -94,6 +95,9 @@ class Run(BaseModel):
                                          "watermark (squeeze.Squeeze.yield_to_high)")
     hopeless_nodes: dict[str, list[int]] = Field(default_factory=dict, description="nodes kswapd had given "
                                                  "up on (node_unreclaimable), at the timed phase's start and end")
+    huge_mib: dict[int, int] = Field(default_factory=dict, description="transparent huge pages mapped by "
+                                     "processes (AnonHugePages), MiB per node, as the timed phase began: where "
+                                     "first touch left them (reclaim ages each as one folio)")
 
     @property
     def value(self) -> float | None:
@@ -162,6 +166,7 @@ def _columns(runs: list[Run]) -> list[str]:
             *(f"enforcer.{k}" for k in enforcer),
             *(f"rejection.{i}" for i in range(rejections)),
             *(f"hopeless_nodes.{k}" for k in ("start", "end") if any(k in r.hopeless_nodes for r in runs)),
+            *(f"huge_mib.{n}" for n in sorted({n for r in runs for n in r.huge_mib})),
             *(["series"] if any(r.series for r in runs) else [])]
 
 
@@ -176,6 +181,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"enforcer.{k}": repr(v) for k, v in run.enforcer.items()}
     row |= {f"rejection.{i}": why for i, why in enumerate(run.rejections)}
     row |= {f"hopeless_nodes.{k}": json.dumps(v) for k, v in run.hopeless_nodes.items()}
+    row |= {f"huge_mib.{n}": str(mib) for n, mib in run.huge_mib.items()}
     if run.series is not None:
         row["series"] = run.series.model_dump_json()
     return row
@@ -191,7 +197,7 @@ def to_csv(runs: list[Run]) -> str:
 
 def _from_row(row: dict[str, str]) -> Run:
     data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {},
-                  "vcpu_ran_s": {}, "enforcer": {}, "hopeless_nodes": {}}
+                  "vcpu_ran_s": {}, "enforcer": {}, "hopeless_nodes": {}, "huge_mib": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -215,6 +221,8 @@ def _from_row(row: dict[str, str]) -> Run:
             data["enforcer"][rest] = float(cell)
         elif kind == "hopeless_nodes":
             data["hopeless_nodes"][rest] = json.loads(cell)
+        elif kind == "huge_mib":
+            data["huge_mib"][int(rest)] = int(cell)
         elif column == "series":
             data["series"] = Series.model_validate_json(cell)
         else:

@@ -364,6 +364,7 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
     after = kernel_counters.snapshot(ctx.shell)
     run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, after)
     run.hopeless_nodes = {"start": list(before.hopeless), "end": list(after.hopeless)}
+    run.huge_mib = {node: kib // 1024 for node, kib in before.huge_kib.items()}  # at the end the workload is gone
     run.figures = workload.parse(output)
     if matrix.duration_s is not None:
         run.series = Series(tick_s=matrix.tick_ms / 1000, warmup_s=matrix.host_phases(bench.time_scale)[0],

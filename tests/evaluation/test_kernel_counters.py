@@ -83,3 +83,11 @@ def test_snapshot_reads_everything_in_one_guest_command(fake_shell):
 def test_nodes_kswapd_gave_up_on_are_read_from_zoneinfo():
     assert kernel_counters.parse(AFTER).hopeless == (1,)
     assert kernel_counters.parse(BEFORE).hopeless == ()
+
+
+def test_huge_pages_per_node_are_read_apart_from_the_zoneinfo_headings():
+    text = AFTER + "Node 0 AnonHugePages:    296960 kB\nNode 1 AnonHugePages:         0 kB\n"
+    snap = kernel_counters.parse(text)
+    assert snap.huge_kib == {0: 296960, 1: 0}
+    assert snap.hopeless == (1,)  # the meminfo lines are not taken for zone headings
+    assert kernel_counters.parse(AFTER).huge_kib == {}

@@ -45,7 +45,8 @@ def sample_runs() -> list[Run]:
                                    misses=[(0.25, {0: 1, 1: 3, -1: 0}), (1.5, {0: 5, 1: 9, -1: 2})]),
                      vmstat={"numa_hint_faults": 5000, "pgpromote_success": 700},
                      kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71},
-                     hopeless_nodes={"start": [], "end": [0]}, fast_free_mib=126)
+                     hopeless_nodes={"start": [], "end": [0]}, fast_free_mib=126,
+                     huge_mib={0: 290, 1: 0})
     enforced = make_run(policy="rules:write-aware", misses={0: 7, 1: 2},
                         enforcer={"rounds": 4.0, "moved_mib": 410.5, "no_room_mib": 0.0, "cpu_s": 6.2,
                                   "cpu_percent": 17.5})
