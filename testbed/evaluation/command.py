@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -14,7 +15,7 @@ from .. import image
 from ..advisor import AnswerCache
 from ..cluster.connect import ClusterError
 from ..llm_client import DEFAULT_TIMEOUT_S, Endpoint
-from . import datafile, manifest, results, resume, runner, summary
+from . import agreement, datafile, manifest, results, resume, runner, summary
 from . import matrix as _matrix
 
 err = Console(stderr=True)
@@ -73,10 +74,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 2
     console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
     console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
+    if args.rerun:
+        _agreement(args.rerun.parent, out, rows, console)
     failed = sum(not r.ok for r in evaluation.runs)
     if failed:
         err.print(f"[yellow]{failed} run(s) failed; their errors are in results.json[/yellow]")
     return 0
+
+
+def _agreement(recorded: Path, out: Path, rows: list[summary.Row], console: Console) -> None:
+    """Set a re-run's cells beside the recorded evaluation's (if its results are still there); write agreement.txt."""
+    if not (recorded / results.JSON_NAME).is_file():
+        err.print(f"[yellow]warning:[/yellow] {recorded} holds no {results.JSON_NAME}: nothing to compare the "
+                  "re-run with", highlight=False)
+        return
+    cells = agreement.compare(summary.summarize(results.read(recorded)), rows)
+    plain = Console(file=io.StringIO(), width=240, color_system=None, record=True)
+    for target in (console, plain):
+        target.print(agreement.table(cells, title=f"re-run against {recorded}"))
+        target.print(agreement.verdict(cells), highlight=False)
+    (out / agreement.TXT_NAME).write_text(plain.export_text())
+    console.print(f"wrote {out / agreement.TXT_NAME}")
 
 
 def _run(evaluation: runner.Evaluation, img: image.GuestImage, args: argparse.Namespace) -> list[summary.Row]:

@@ -1,0 +1,75 @@
+"""A re-run's cells beside the recorded evaluation's: medians within 5 %, ratios to first touch within 3 %."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from testbed.evaluation import agreement, command, results, summary
+
+from .conftest import make_run
+
+
+def rows(values: dict[str, list[float]]):
+    return summary.summarize([make_run(policy=p, repeat=i, value=v) for p, vs in values.items()
+                              for i, v in enumerate(vs)])
+
+
+RECORDED = rows({"default": [100, 100, 100], "oracle": [200, 200, 200], "damon": [50, 50, 50]})
+
+
+def test_a_rerun_that_moved_every_figure_alike_keeps_its_ratios_but_not_its_medians():
+    cells = agreement.compare(RECORDED, rows({"default": [110] * 3, "oracle": [220] * 3, "damon": [55] * 3}))
+    by_policy = {c.policy: c for c in cells}
+    assert by_policy["oracle"].median == (200, 220) and by_policy["oracle"].ratio == (2.0, 2.0)
+    assert by_policy["oracle"].median_change == pytest.approx(0.10)
+    assert by_policy["oracle"].ratio_change == pytest.approx(0.0)
+    assert not any(c.holds() for c in cells)  # 10 % is outside 5 %, whatever the ratio did
+    assert "medians within 5% of the recorded run: 0 of 3 (largest change 10.0%)" in agreement.verdict(cells)
+    assert "ratios to default within 3%: 3 of 3" in agreement.verdict(cells)
+
+
+def test_a_cell_holds_only_when_both_its_median_and_its_ratio_do():
+    cells = agreement.compare(RECORDED, rows({"default": [102] * 3, "oracle": [190] * 3, "damon": [51] * 3}))
+    by_policy = {c.policy: c for c in cells}
+    assert by_policy["default"].holds() and by_policy["damon"].holds()
+    # oracle: median -5.0 % (inside), ratio 2.0 -> 1.863 (-6.9 %, outside)
+    assert by_policy["oracle"].median_change == pytest.approx(-0.05)
+    assert not by_policy["oracle"].holds()
+
+
+def test_a_cell_the_recorded_run_lacks_or_that_failed_is_not_judged():
+    rerun = rows({"default": [100] * 3, "oracle": [200] * 3, "damon": [50] * 3, "llm": [99] * 3})
+    llm = next(c for c in agreement.compare(RECORDED, rerun) if c.policy == "llm")
+    assert llm.median == (None, 99) and llm.median_change is None and llm.holds() is None
+    failed = summary.summarize([make_run(policy="default", value=None, ok=False)])
+    assert agreement.compare(RECORDED, failed)[0].holds() is None
+
+
+def test_the_table_prints_both_sides_and_the_verdict_per_cell():
+    cells = agreement.compare(RECORDED, rows({"default": [100] * 3, "oracle": [260] * 3, "damon": [50] * 3}))
+    out = Console(file=io.StringIO(), width=200, color_system=None, record=True)
+    out.print(agreement.table(cells))
+    text = out.export_text()
+    assert "+30.0%" in text and "yes" in text and "no" in text
+
+
+def test_a_rerun_writes_its_agreement_beside_its_results(tmp_path):
+    recorded, out = tmp_path / "first", tmp_path / "again"
+    out.mkdir()
+    results.write(recorded, [make_run(policy=p, value=v) for p, v in (("default", 100), ("oracle", 200))])
+    console = Console(file=io.StringIO(), width=200, color_system=None, record=True)
+    command._agreement(recorded, out, rows({"default": [103], "oracle": [212]}), console)
+    written = (out / agreement.TXT_NAME).read_text()
+    assert "medians within 5% of the recorded run: 1 of 2 (largest change 6.0%)" in written
+    assert "ratios to default within 3%: 2 of 2" in written  # 2.0 -> 2.058: +2.9 %
+    assert "+6.0%" in console.export_text()
+
+
+def test_a_rerun_whose_recorded_results_are_gone_says_so_and_writes_nothing(tmp_path, capsys):
+    (tmp_path / "again").mkdir()
+    command._agreement(tmp_path / "first", tmp_path / "again", rows({"default": [1]}), Console(file=io.StringIO()))
+    assert "nothing to compare the re-run with" in capsys.readouterr().err
+    assert not (tmp_path / "again" / agreement.TXT_NAME).exists()
