@@ -47,9 +47,9 @@ def test_the_kernels_counters_show_which_policy_acted(timed):
     assert tiering.vmstat["numa_hint_faults"] > 0  # tiering mode scanned and took hint faults
     assert set(tiering.kthread_cpu_s) == {"kdamond", "kswapd"}
     # each node's huge pages as the timed phase began; the matrix asks for base pages only (huge_pages =
-    # 0), so the workload's buffer has none: what is left is the guest's own, a few MiB at most
+    # 0), so the workload's 256 MiB buffer has none: what is left is the guest's own, a few MiB
     for run in (default, tiering):
-        assert set(run.huge_mib) == {0, 1} and all(mib < 16 for mib in run.huge_mib.values()), run.huge_mib
+        assert set(run.huge_mib) == {0, 1} and all(mib < 32 for mib in run.huge_mib.values()), run.huge_mib
 
 
 def test_the_kernels_clocks_were_scaled_and_the_guest_took_them(timed):
