@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from .summary import Row
+from .summary import BASELINE, Row
 
 MEDIAN_TOLERANCE = 0.05
 RATIO_TOLERANCE = 0.03
@@ -29,7 +29,7 @@ class Agreement:
     policy: str
     figure: str
     median: tuple[float | None, float | None]  # recorded, re-run
-    ratio: tuple[float | None, float | None]   # to first touch's median: recorded, re-run
+    ratio: tuple[float | None, float | None]   # to first touch's median: recorded, re-run (None for first touch)
 
     @property
     def median_change(self) -> float | None:
@@ -57,8 +57,9 @@ def compare(recorded: list[Row], rerun: list[Row]) -> list[Agreement]:
     out = []
     for row in rerun:
         old = before.get((row.topology, row.workload, row.policy, row.figure))
+        ratio = (None, None) if row.policy == BASELINE else (old.ratio if old else None, row.ratio)
         out.append(Agreement(row.topology, row.workload, row.policy, row.figure,
-                             (old.median if old else None, row.median), (old.ratio if old else None, row.ratio)))
+                             (old.median if old else None, row.median), ratio))
     return out
 
 
