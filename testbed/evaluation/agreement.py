@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from .summary import BASELINE, Row
+from .summary import BASELINE, Row, fmt
 
 MEDIAN_TOLERANCE = 0.05
 RATIO_TOLERANCE = 0.03
@@ -44,7 +44,11 @@ class Agreement:
         median, ratio = self.median_change, self.ratio_change
         if median is None:
             return None
-        return abs(median) <= MEDIAN_TOLERANCE and (ratio is None or abs(ratio) <= RATIO_TOLERANCE)
+        return _within(median, MEDIAN_TOLERANCE) and (ratio is None or _within(ratio, RATIO_TOLERANCE))
+
+
+def _within(change: float, tolerance: float) -> bool:
+    return abs(change) <= tolerance
 
 
 def _change(before: float | None, after: float | None) -> float | None:
@@ -67,8 +71,8 @@ def verdict(cells: list[Agreement]) -> str:
     """One line: how many medians and ratios held their tolerance."""
     medians = [c.median_change for c in cells if c.median_change is not None]
     ratios = [c.ratio_change for c in cells if c.ratio_change is not None]
-    held_m = sum(abs(m) <= MEDIAN_TOLERANCE for m in medians)
-    held_r = sum(abs(r) <= RATIO_TOLERANCE for r in ratios)
+    held_m = sum(_within(m, MEDIAN_TOLERANCE) for m in medians)
+    held_r = sum(_within(r, RATIO_TOLERANCE) for r in ratios)
     worst = max((abs(m) for m in medians), default=0.0)
     return (f"medians within {MEDIAN_TOLERANCE:.0%} of the recorded run: {held_m} of {len(medians)} "
             f"(largest change {worst:.1%}); ratios to default within {RATIO_TOLERANCE:.0%}: "
@@ -79,10 +83,6 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1%}"
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
 def table(cells: list[Agreement], title: str = "re-run against the recorded evaluation") -> Table:
     """Recorded and re-run medians and ratios, their changes, and whether the cell held."""
     t = Table(title=title)
@@ -91,7 +91,7 @@ def table(cells: list[Agreement], title: str = "re-run against the recorded eval
         t.add_column(name, justify="right" if name in ("median", "re-run", "change", "x default") else "left")
     for c in cells:
         held = c.holds()
-        t.add_row(c.topology, c.workload, c.figure, c.policy, _num(c.median[0]), _num(c.median[1]),
-                  _pct(c.median_change), _num(c.ratio[0]), _num(c.ratio[1]), _pct(c.ratio_change),
+        t.add_row(c.topology, c.workload, c.figure, c.policy, fmt(c.median[0]), fmt(c.median[1]),
+                  _pct(c.median_change), fmt(c.ratio[0]), fmt(c.ratio[1]), _pct(c.ratio_change),
                   "-" if held is None else "yes" if held else "no")
     return t

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 from pathlib import Path
@@ -89,11 +88,10 @@ def _agreement(recorded: Path, out: Path, rows: list[summary.Row], console: Cons
                   "re-run with", highlight=False)
         return
     cells = agreement.compare(summary.summarize(results.read(recorded)), rows)
-    plain = Console(file=io.StringIO(), width=240, color_system=None, record=True)
-    for target in (console, plain):
-        target.print(agreement.table(cells, title=f"re-run against {recorded}"))
-        target.print(agreement.verdict(cells), highlight=False)
-    (out / agreement.TXT_NAME).write_text(plain.export_text())
+    shown = (agreement.table(cells, title=f"re-run against {recorded}"), agreement.verdict(cells))
+    for part in shown:
+        console.print(part, highlight=False)
+    (out / agreement.TXT_NAME).write_text(summary.plain_text(*shown))
     console.print(f"wrote {out / agreement.TXT_NAME}")
 
 

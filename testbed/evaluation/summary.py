@@ -154,7 +154,7 @@ def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list
 # ---- output ---------------------------------------------------------------
 
 
-def _fmt(value: float | None, digits: int | None = None) -> str:
+def fmt(value: float | None, digits: int | None = None) -> str:
     """Large figures as whole numbers with separators, small ones to 4 significant digits."""
     if value is None:
         return "-"
@@ -178,8 +178,8 @@ def table(rows: list[Row], title: str = "evaluation summary") -> Table:
         t.add_column(name, justify=justify)
     for r in rows:
         runs = f"{r.runs - r.failed}/{r.runs}"
-        t.add_row(r.topology, r.workload, r.figure, r.policy, runs, _fmt(r.median),
-                  f"{_fmt(r.minimum)}..{_fmt(r.maximum)}", f"{_fmt(r.q1)}..{_fmt(r.q3)}", _fmt(r.ratio, 3),
+        t.add_row(r.topology, r.workload, r.figure, r.policy, runs, fmt(r.median),
+                  f"{fmt(r.minimum)}..{fmt(r.maximum)}", f"{fmt(r.q1)}..{fmt(r.q3)}", fmt(r.ratio, 3),
                   r.clear or "-", _percent(r.fast_share),
                   *([_percent(r.hot_on_fast)] if census else []), _kernel_cell(r),
                   _percent(r.others_share),
@@ -213,13 +213,19 @@ def to_csv(rows: list[Row]) -> str:
     return out.getvalue()
 
 
+def plain_text(*renderables) -> str:
+    """What a wide console prints for `renderables`, without colour: the text files beside the results."""
+    plain = Console(file=io.StringIO(), width=240, color_system=None, record=True)
+    for r in renderables:
+        plain.print(r, highlight=False)
+    return plain.export_text()
+
+
 def write(directory: Path, rows: list[Row], console: Console | None = None) -> None:
     """Print the table (if `console`) and write summary.txt (the same table, plain) and summary.csv."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if console is not None:
         console.print(table(rows))
-    plain = Console(file=io.StringIO(), width=240, color_system=None, record=True)
-    plain.print(table(rows))
-    (directory / TXT_NAME).write_text(plain.export_text())
+    (directory / TXT_NAME).write_text(plain_text(table(rows)))
     (directory / CSV_NAME).write_text(to_csv(rows))
