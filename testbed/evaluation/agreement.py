@@ -5,15 +5,23 @@ holds the recorded results, each cell's median and its ratio to first touch are 
 beside the new ones.  A figure a researcher can trust holds both: the median within
 MEDIAN_TOLERANCE of the first run's, the ratio within RATIO_TOLERANCE (the bounds the
 felt-latency issue asks of a re-run on the same host).
+
+Where a cell moved, `moved` says where: each operation's time splits into the latency
+plugin's sleeps (the felt delays, which follow the misses and so the placement) and the
+rest of the workload's loop (the emulator running the guest: TCG's own cost per access,
+which drifts from run to run, and the kernel's work on the workload's behalf), beside the
+pages the kernel migrated (what a reactive policy did differently).
 """
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 
 from rich.table import Table
 
-from .summary import BASELINE, Row, fmt
+from .results import Run
+from .summary import BASELINE, Row, fmt, group
 
 MEDIAN_TOLERANCE = 0.05
 RATIO_TOLERANCE = 0.03
@@ -77,6 +85,74 @@ def verdict(cells: list[Agreement]) -> str:
     return (f"medians within {MEDIAN_TOLERANCE:.0%} of the recorded run: {held_m} of {len(medians)} "
             f"(largest change {worst:.1%}); ratios to default within {RATIO_TOLERANCE:.0%}: "
             f"{held_r} of {len(ratios)}")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where one cell's time per operation went, medians over its runs (ns per operation)."""
+
+    slept_ns: float | None   # the plugin's sleeps over the timed phase: every vCPU's, workload start and exit too
+    rest_ns: float | None    # the workload's loop less those sleeps: the emulator running the guest
+    migrated: float | None   # pages the kernel migrated in the timed phase (pgmigrate_success)
+
+
+def split(runs: list[Run]) -> Split:
+    """The medians of each run's sleep and rest per operation (runs that report ops and seconds)."""
+    per_op = [(run.slept_ns / ops, max(seconds * 1e9 - run.slept_ns, 0.0) / ops)
+              for run in runs if run.ok
+              for ops, seconds in [(run.figures.get("ops"), run.figures.get("seconds"))]
+              if ops and seconds is not None]
+    migrated = [run.vmstat.get("pgmigrate_success", 0) for run in runs if run.ok and run.vmstat]
+    return Split(_median([s for s, _ in per_op]), _median([r for _, r in per_op]), _median(migrated))
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+@dataclass(frozen=True)
+class Moved:
+    """One cell's time per operation, and its migrations, in the recorded evaluation and in the re-run."""
+
+    key: tuple[str, str, str]  # topology, workload, policy
+    before: Split
+    after: Split
+
+    def most(self) -> str | None:
+        """Which part of an operation's time moved more: "sleeps" (the felt delays) or "emulator"."""
+        b, a = self.before, self.after
+        if None in (b.slept_ns, b.rest_ns, a.slept_ns, a.rest_ns):
+            return None
+        return "sleeps" if abs(a.slept_ns - b.slept_ns) > abs(a.rest_ns - b.rest_ns) else "emulator"
+
+
+def moved(recorded: list[Run], rerun: list[Run]) -> list[Moved]:
+    """Each cell of the re-run (in its order) that the recorded evaluation also ran, split both ways."""
+    before = group([r for r in recorded if not r.interrupted])
+    return [Moved(key, split(before[key]), split(runs))
+            for key, runs in group([r for r in rerun if not r.interrupted]).items() if key in before]
+
+
+def moved_verdict(cells: list[Agreement], splits: list[Moved]) -> str:
+    """One line: of the cells that did not hold, how many moved most in the sleeps and how many in the emulator."""
+    missed = {(c.topology, c.workload, c.policy) for c in cells if c.holds() is False}
+    where = [m.most() for m in splits if m.key in missed]
+    return (f"of the {len(missed)} cells that did not hold, time per operation moved most in the emulator's own "
+            f"time in {where.count('emulator')}, in the plugin's sleeps (the felt delays) in {where.count('sleeps')}")
+
+
+def moved_table(splits: list[Moved], title: str = "where each operation's time went") -> Table:
+    """Sleep and rest per operation and pages migrated, recorded and re-run, and which part moved more."""
+    t = Table(title=title)
+    for name in ("topology", "workload", "policy", "slept ns/op", "re-run", "change", "rest ns/op", "re-run",
+                 "change", "migrated", "re-run", "moved most"):
+        t.add_column(name, justify="left" if name in ("topology", "workload", "policy", "moved most") else "right")
+    for m in splits:
+        b, a = m.before, m.after
+        t.add_row(*m.key, fmt(b.slept_ns), fmt(a.slept_ns), _pct(_change(b.slept_ns, a.slept_ns)),
+                  fmt(b.rest_ns), fmt(a.rest_ns), _pct(_change(b.rest_ns, a.rest_ns)),
+                  fmt(b.migrated), fmt(a.migrated), m.most() or "-")
+    return t
 
 
 def _pct(value: float | None) -> str:

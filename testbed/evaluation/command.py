@@ -1,4 +1,5 @@
-"""`testbed eval MATRIX --out DIR [--resume]` and `testbed eval --rerun DIR/manifest.json`."""
+"""`testbed eval MATRIX --out DIR [--resume]`, `testbed eval --rerun DIR/manifest.json` and
+`testbed eval --compare RECORDED RERUN` (two finished evaluations' agreement, no run)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Run a matrix (or re-run a recorded one), print the summary table."""
     # A wide table when the output goes to a file or a pipe (nox, CI logs), not 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=200)
+    if args.compare:
+        return _compare(*args.compare, console)
     try:
         matrix, out = _load(args)
         _ray_address(args)  # before any boot or image build
@@ -74,25 +77,38 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
     console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
     if args.rerun:
-        _agreement(args.rerun.parent, out, rows, console)
+        _agreement(args.rerun.parent, out, console)
     failed = sum(not r.ok for r in evaluation.runs)
     if failed:
         err.print(f"[yellow]{failed} run(s) failed; their errors are in results.json[/yellow]")
     return 0
 
 
-def _agreement(recorded: Path, out: Path, rows: list[summary.Row], console: Console) -> None:
-    """Set a re-run's cells beside the recorded evaluation's (if its results are still there); write agreement.txt."""
+def _agreement(recorded: Path, rerun: Path, console: Console) -> None:
+    """Set a re-run's cells beside the recorded evaluation's (if its results are still there), say where each
+    cell's time per operation moved, and write both to the re-run's agreement.txt."""
     if not (recorded / results.JSON_NAME).is_file():
         err.print(f"[yellow]warning:[/yellow] {recorded} holds no {results.JSON_NAME}: nothing to compare the "
                   "re-run with", highlight=False)
         return
-    cells = agreement.compare(summary.summarize(results.read(recorded)), rows)
-    shown = (agreement.table(cells, title=f"re-run against {recorded}"), agreement.verdict(cells))
+    before, after = results.read(recorded), results.read(rerun)
+    cells = agreement.compare(summary.summarize(before), summary.summarize(after))
+    splits = agreement.moved(before, after)
+    shown = (agreement.table(cells, title=f"re-run against {recorded}"), agreement.verdict(cells),
+             agreement.moved_table(splits), agreement.moved_verdict(cells, splits))
     for part in shown:
         console.print(part, highlight=False)
-    (out / agreement.TXT_NAME).write_text(summary.plain_text(*shown))
-    console.print(f"wrote {out / agreement.TXT_NAME}")
+    (rerun / agreement.TXT_NAME).write_text(summary.plain_text(*shown))
+    console.print(f"wrote {rerun / agreement.TXT_NAME}")
+
+
+def _compare(recorded: Path, rerun: Path, console: Console) -> int:
+    """`--compare`: the agreement of two finished evaluations of one matrix, without running anything."""
+    if not (rerun / results.JSON_NAME).is_file():
+        err.print(f"[red]error:[/red] {rerun} holds no {results.JSON_NAME}", highlight=False)
+        return 2
+    _agreement(recorded, rerun, console)
+    return 0 if (recorded / results.JSON_NAME).is_file() else 2
 
 
 def _run(evaluation: runner.Evaluation, img: image.GuestImage, args: argparse.Namespace) -> list[summary.Row]:
@@ -131,6 +147,8 @@ def add_parser(sub) -> None:
     e.add_argument("--out", type=Path, help="folder for results, summary, plots and manifest")
     e.add_argument("--rerun", type=Path, metavar="MANIFEST", help="repeat a recorded evaluation "
                    "(its matrix text; cached LLM answers are replayed where the prompt matches)")
+    e.add_argument("--compare", nargs=2, type=Path, metavar=("RECORDED", "RERUN"), help="run nothing: set "
+                   "two finished evaluations of one matrix side by side (agreement.txt in RERUN)")
     e.add_argument("--resume", action="store_true", help="go on with an interrupted evaluation in --out: "
                    "keep its finished runs (same matrix), run the missing and failed ones")
     e.add_argument("--workers", type=_workers, metavar="N", help="run on a local Ray instance with N workers "

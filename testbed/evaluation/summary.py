@@ -74,7 +74,7 @@ def quartiles(values: list[float]) -> tuple[float, float]:
     return q[0], q[2]
 
 
-def _group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
+def group(runs: list[Run]) -> dict[tuple[str, str, str], list[Run]]:
     """Runs per (topology, workload, policy), each component in the order it first appears."""
     groups: dict[tuple[str, str, str], list[Run]] = {}
     for run in runs:
@@ -134,8 +134,8 @@ def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list
     """Rows grouped by topology, then workload, then policy (each in order of first appearance); `fast_nodes` maps topology -> fastest node (default 0)."""
     fast_nodes = fast_nodes or {}
     runs = [r for r in runs if not r.interrupted]  # cut short by Ctrl-C: neither a figure nor a failure
-    rows = [_row(key, group, fast_nodes.get(key[0], 0), figure) for key, group in _group(runs).items()
-            for figure in (group[0].primary, *group[0].also)]
+    rows = [_row(key, cell, fast_nodes.get(key[0], 0), figure) for key, cell in group(runs).items()
+            for figure in (cell[0].primary, *cell[0].also)]
     # Each figure's policies together: topology, workload, figure, policy, in order of first appearance.
     first = {}
     for i, r in enumerate(rows):

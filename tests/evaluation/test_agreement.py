@@ -7,6 +7,7 @@ import io
 import pytest
 from rich.console import Console
 
+from testbed import cli
 from testbed.evaluation import agreement, command, results, summary
 
 from .conftest import make_run
@@ -57,20 +58,64 @@ def test_the_table_prints_both_sides_and_the_verdict_per_cell():
     assert "+30.0%" in text and "yes" in text and "no" in text
 
 
+def timed(policy: str, repeat: int, seconds: float, slept_s: float, migrated: int | None = None, ops=1e6):
+    """A run whose loop did `ops` operations in `seconds`, `slept_s` of them in the plugin's sleeps."""
+    run = make_run(policy=policy, repeat=repeat, value=ops / seconds, slept_ns=int(slept_s * 1e9),
+                   vmstat={} if migrated is None else {"pgmigrate_success": migrated})
+    run.figures.update(ops=ops, seconds=seconds)
+    return run
+
+
+def test_each_operations_time_splits_into_the_plugins_sleeps_and_the_rest():
+    runs = [timed("damon", 0, 2.0, 0.5, 100), timed("damon", 1, 3.0, 0.7, 400), timed("damon", 2, 4.0, 0.6, 200)]
+    s = agreement.split(runs)
+    assert s.slept_ns == pytest.approx(600.0)    # median of 500, 700, 600 ns per operation
+    assert s.rest_ns == pytest.approx(2300.0)    # median of 1500, 2300, 3400
+    assert s.migrated == 200
+    # a failed run, or one that reports no operation count, is left out; no kernel counters, no migrations
+    failed = make_run(policy="damon", ok=False, value=None)
+    assert agreement.split([failed, make_run(policy="damon")]) == agreement.Split(None, None, None)
+
+
+def test_a_cell_that_moved_says_whether_the_sleeps_or_the_emulator_moved_it():
+    recorded = [timed(p, i, 2.0, 1.0, 0) for p in ("default", "interleave") for i in range(3)]
+    rerun = [timed("default", i, 2.5, 1.0, 0) for i in range(3)]      # the same sleeps, a slower emulator
+    rerun += [timed("interleave", i, 2.4, 1.3, 0) for i in range(3)]  # more time asleep: more misses on NVM
+    splits = {m.key[2]: m for m in agreement.moved(recorded, rerun)}
+    assert splits["default"].most() == "emulator" and splits["interleave"].most() == "sleeps"
+    cells = agreement.compare(summary.summarize(recorded), summary.summarize(rerun))
+    line = agreement.moved_verdict(cells, list(splits.values()))
+    assert "of the 2 cells that did not hold" in line
+    assert "emulator's own time in 1, in the plugin's sleeps (the felt delays) in 1" in line
+    # a cell the recorded evaluation did not run is not split
+    assert not agreement.moved(recorded, [timed("oracle", 0, 1.0, 0.5)])
+
+
 def test_a_rerun_writes_its_agreement_beside_its_results(tmp_path):
     recorded, out = tmp_path / "first", tmp_path / "again"
-    out.mkdir()
-    results.write(recorded, [make_run(policy=p, value=v) for p, v in (("default", 100), ("oracle", 200))])
+    results.write(recorded, [timed("default", 0, 1.0, 0.5), timed("oracle", 0, 0.5, 0.2)])
+    results.write(out, [timed("default", 0, 1 / 1.03, 0.5), timed("oracle", 0, 1 / 2.12, 0.2)])
     console = Console(file=io.StringIO(), width=200, color_system=None, record=True)
-    command._agreement(recorded, out, rows({"default": [103], "oracle": [212]}), console)
+    command._agreement(recorded, out, console)
     written = (out / agreement.TXT_NAME).read_text()
     assert "medians within 5% of the recorded run: 1 of 2 (largest change 6.0%)" in written
     assert "ratios to default within 3%: 1 of 1" in written  # 2.0 -> 2.058: +2.9 %
+    assert "where each operation's time went" in written and "moved most" in written
     assert "+6.0%" in console.export_text()
 
 
+def test_compare_sets_two_finished_evaluations_side_by_side_and_runs_nothing(tmp_path, capsys):
+    recorded, again = tmp_path / "first", tmp_path / "again"
+    results.write(recorded, [timed("default", 0, 1.0, 0.5)])
+    results.write(again, [timed("default", 0, 1.2, 0.5)])
+    assert cli.main(["eval", "--compare", str(recorded), str(again)]) == 0
+    assert "medians within 5% of the recorded run: 0 of 1" in (again / agreement.TXT_NAME).read_text()
+    assert cli.main(["eval", "--compare", str(recorded), str(tmp_path / "nowhere")]) == 2
+    assert "holds no results.json" in capsys.readouterr().err
+
+
 def test_a_rerun_whose_recorded_results_are_gone_says_so_and_writes_nothing(tmp_path, capsys):
-    (tmp_path / "again").mkdir()
-    command._agreement(tmp_path / "first", tmp_path / "again", rows({"default": [1]}), Console(file=io.StringIO()))
+    results.write(tmp_path / "again", [timed("default", 0, 1.0, 0.5)])
+    command._agreement(tmp_path / "first", tmp_path / "again", Console(file=io.StringIO()))
     assert "nothing to compare the re-run with" in capsys.readouterr().err
     assert not (tmp_path / "again" / agreement.TXT_NAME).exists()
