@@ -137,7 +137,8 @@ def moved_verdict(cells: list[Agreement], splits: list[Moved]) -> str:
     """One line: of the cells that did not hold, how many moved most in the sleeps and how many in the emulator."""
     missed = {(c.topology, c.workload, c.policy) for c in cells if c.holds() is False}
     where = [m.most() for m in splits if m.key in missed]
-    return (f"of the {len(missed)} cells that did not hold, time per operation moved most in the emulator's own "
+    cells_text = "1 cell that" if len(missed) == 1 else f"{len(missed)} cells that"
+    return (f"of the {cells_text} did not hold, time per operation moved most in the emulator's own "
             f"time in {where.count('emulator')}, in the plugin's sleeps (the felt delays) in {where.count('sleeps')}")
 
 

@@ -87,6 +87,8 @@ def test_a_cell_that_moved_says_whether_the_sleeps_or_the_emulator_moved_it():
     line = agreement.moved_verdict(cells, list(splits.values()))
     assert "of the 2 cells that did not hold" in line
     assert "emulator's own time in 1, in the plugin's sleeps (the felt delays) in 1" in line
+    one = [c for c in cells if c.policy == "default"]
+    assert agreement.moved_verdict(one, list(splits.values())).startswith("of the 1 cell that did not hold")
     # a cell the recorded evaluation did not run is not split
     assert not agreement.moved(recorded, [timed("oracle", 0, 1.0, 0.5)])
 
