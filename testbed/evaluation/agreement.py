@@ -15,13 +15,12 @@ pages the kernel migrated (what a reactive policy did differently).
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 
 from rich.table import Table
 
 from .results import Run
-from .summary import BASELINE, Row, fmt, group
+from .summary import BASELINE, Row, fmt, group, median
 
 MEDIAN_TOLERANCE = 0.05
 RATIO_TOLERANCE = 0.03
@@ -103,11 +102,7 @@ def split(runs: list[Run]) -> Split:
               for ops, seconds in [(run.figures.get("ops"), run.figures.get("seconds"))]
               if ops and seconds is not None]
     migrated = [run.vmstat.get("pgmigrate_success", 0) for run in runs if run.ok and run.vmstat]
-    return Split(_median([s for s, _ in per_op]), _median([r for _, r in per_op]), _median(migrated))
-
-
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
+    return Split(median([s for s, _ in per_op]), median([r for _, r in per_op]), median(migrated))
 
 
 @dataclass(frozen=True)

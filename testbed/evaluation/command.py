@@ -77,21 +77,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
     console.print(summary.table(rows, title=f"{matrix.name}: {len(evaluation.runs)} runs"))
     console.print(f"wrote {out}/: results.json results.csv summary.txt summary.csv plots manifest.json")
     if args.rerun:
-        _agreement(args.rerun.parent, out, console)
+        _agreement(args.rerun.parent, out, evaluation.runs, console)
     failed = sum(not r.ok for r in evaluation.runs)
     if failed:
         err.print(f"[yellow]{failed} run(s) failed; their errors are in results.json[/yellow]")
     return 0
 
 
-def _agreement(recorded: Path, rerun: Path, console: Console) -> None:
-    """Set a re-run's cells beside the recorded evaluation's (if its results are still there), say where each
-    cell's time per operation moved, and write both to the re-run's agreement.txt."""
+def _agreement(recorded: Path, rerun: Path, after: list[results.Run], console: Console) -> bool:
+    """Set the re-run's runs (`after`, in folder `rerun`) beside the recorded evaluation's, if its results are
+    still there, say where each cell's time per operation moved, and write both to `rerun`/agreement.txt.
+    False when there was nothing to compare with."""
     if not (recorded / results.JSON_NAME).is_file():
         err.print(f"[yellow]warning:[/yellow] {recorded} holds no {results.JSON_NAME}: nothing to compare the "
                   "re-run with", highlight=False)
-        return
-    before, after = results.read(recorded), results.read(rerun)
+        return False
+    before = results.read(recorded)
     cells = agreement.compare(summary.summarize(before), summary.summarize(after))
     splits = agreement.moved(before, after)
     shown = (agreement.table(cells, title=f"re-run against {recorded}"), agreement.verdict(cells),
@@ -100,6 +101,7 @@ def _agreement(recorded: Path, rerun: Path, console: Console) -> None:
         console.print(part, highlight=False)
     (rerun / agreement.TXT_NAME).write_text(summary.plain_text(*shown))
     console.print(f"wrote {rerun / agreement.TXT_NAME}")
+    return True
 
 
 def _compare(recorded: Path, rerun: Path, console: Console) -> int:
@@ -107,8 +109,7 @@ def _compare(recorded: Path, rerun: Path, console: Console) -> int:
     if not (rerun / results.JSON_NAME).is_file():
         err.print(f"[red]error:[/red] {rerun} holds no {results.JSON_NAME}", highlight=False)
         return 2
-    _agreement(recorded, rerun, console)
-    return 0 if (recorded / results.JSON_NAME).is_file() else 2
+    return 0 if _agreement(recorded, rerun, results.read(rerun), console) else 2
 
 
 def _run(evaluation: runner.Evaluation, img: image.GuestImage, args: argparse.Namespace) -> list[summary.Row]:

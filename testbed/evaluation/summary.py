@@ -93,13 +93,14 @@ def _clear(row: Row, base: Row | None) -> str:
     return "overlap"
 
 
+def median(values: list[float]) -> float | None:
+    """The median, None for no values (a cell whose runs all failed or lack the figure)."""
+    return statistics.median(values) if values else None
+
+
 def _kernel(runs: list[Run]) -> dict[str, float | None]:
     """Medians of what the kernel did, over the runs that recorded it."""
     measured = [r for r in runs if r.ok and r.vmstat]
-
-    def median(values: list[float]) -> float | None:
-        return statistics.median(values) if values else None
-
     return {"hint_faults": median([r.vmstat.get("numa_hint_faults", 0) for r in measured]),
             "promoted": median([r.vmstat.get("pgpromote_success", 0) for r in measured]),
             "demoted": median([r.vmstat.get("pgdemote_kswapd", 0) + r.vmstat.get("pgdemote_direct", 0)
@@ -126,8 +127,7 @@ def _row(key: tuple[str, str, str], runs: list[Run], fast_node: int, figure: str
     stats = (statistics.median(values), values[0], values[-1], *quartiles(values)) if values else (None,) * 5
     return Row(*key, figure=figure, runs=len(runs), failed=len(runs) - len(values),
                median=stats[0], minimum=stats[1], maximum=stats[2], q1=stats[3], q3=stats[4], ratio=None,
-               clear="", fast_share=statistics.median(shares) if shares else None,
-               hot_on_fast=statistics.median(placed) if placed else None, **_kernel(runs))
+               clear="", fast_share=median(shares), hot_on_fast=median(placed), **_kernel(runs))
 
 
 def summarize(runs: list[Run], fast_nodes: dict[str, int] | None = None) -> list[Row]:

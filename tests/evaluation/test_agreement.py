@@ -95,10 +95,11 @@ def test_a_cell_that_moved_says_whether_the_sleeps_or_the_emulator_moved_it():
 
 def test_a_rerun_writes_its_agreement_beside_its_results(tmp_path):
     recorded, out = tmp_path / "first", tmp_path / "again"
+    out.mkdir()
     results.write(recorded, [timed("default", 0, 1.0, 0.5), timed("oracle", 0, 0.5, 0.2)])
-    results.write(out, [timed("default", 0, 1 / 1.03, 0.5), timed("oracle", 0, 1 / 2.12, 0.2)])
     console = Console(file=io.StringIO(), width=200, color_system=None, record=True)
-    command._agreement(recorded, out, console)
+    assert command._agreement(recorded, out, [timed("default", 0, 1 / 1.03, 0.5), timed("oracle", 0, 1 / 2.12, 0.2)],
+                              console)
     written = (out / agreement.TXT_NAME).read_text()
     assert "medians within 5% of the recorded run: 1 of 2 (largest change 6.0%)" in written
     assert "ratios to default within 3%: 1 of 1" in written  # 2.0 -> 2.058: +2.9 %
@@ -117,7 +118,8 @@ def test_compare_sets_two_finished_evaluations_side_by_side_and_runs_nothing(tmp
 
 
 def test_a_rerun_whose_recorded_results_are_gone_says_so_and_writes_nothing(tmp_path, capsys):
-    results.write(tmp_path / "again", [timed("default", 0, 1.0, 0.5)])
-    command._agreement(tmp_path / "first", tmp_path / "again", Console(file=io.StringIO()))
+    (tmp_path / "again").mkdir()
+    assert not command._agreement(tmp_path / "first", tmp_path / "again", [timed("default", 0, 1.0, 0.5)],
+                                  Console(file=io.StringIO()))
     assert "nothing to compare the re-run with" in capsys.readouterr().err
     assert not (tmp_path / "again" / agreement.TXT_NAME).exists()
