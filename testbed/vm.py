@@ -91,7 +91,9 @@ class VM:
         self.boot_timeout = boot_timeout
         # A unique name: it tags the QEMU process so leftovers can be found.
         self.name = f"llamas-{topology.name}-{uuid4().hex[:8]}"
-        self._rundir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
+        # Made when QEMU starts, not here: a VM built and never booted (a Ctrl-C before the
+        # boot) leaves nothing behind in the temporary folder.
+        self._rundir = Path(tempfile.gettempdir()) / self.name
         self.spec = BootSpec(
             kernel=kernel or image.kernel,
             initrd=initrd if kernel else image.initrd,
@@ -109,7 +111,7 @@ class VM:
 
     @property
     def rundir(self) -> Path:
-        """Per-VM scratch directory (sockets, logs); removed at shutdown."""
+        """Per-VM scratch directory (sockets, logs); made at start, removed at shutdown."""
         return self._rundir
 
     @property
@@ -117,7 +119,7 @@ class VM:
         return build_argv(self.topology, self.spec)
 
     def start(self) -> None:
-        self._rundir.mkdir(exist_ok=True)  # again after a shutdown, for a second boot
+        self._rundir.mkdir(mode=0o700, exist_ok=True)  # again after a shutdown, for a second boot
         self._started_at = time.monotonic()
         self.process = start_child(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=open(self._rundir / "qemu.stderr", "wb"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -29,8 +30,23 @@ def machine(tmp_path, load_topology):
     (tmp_path / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA test\n")
     vm = VM(load_topology("hybrid-cores"), GuestImage(tmp_path, "0" * 16, "6.12"), "tcg")
     vm.alive = lambda: True
+    vm.rundir.mkdir()  # as start() makes it
     yield vm
     vm.shutdown()
+
+
+def test_a_vm_never_started_leaves_nothing_in_the_temporary_folder(tmp_path, load_topology, monkeypatch):
+    # A Ctrl-C between building a VM and booting it (test_signals_vm, "before QEMU") left an
+    # empty folder behind each time, when the folder was made with the VM.
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    (tmp_path / "ssh_host_ed25519_key.pub").write_text("ssh-ed25519 AAAA test\n")
+    vm = VM(load_topology("hybrid-cores"), GuestImage(tmp_path, "0" * 16, "6.12"), "tcg")
+    assert vm.rundir.parent == scratch and vm.name in vm.rundir.name
+    assert list(scratch.iterdir()) == []
+    vm.shutdown()
+    assert list(scratch.iterdir()) == []
 
 
 def test_one_stall_report_is_a_slow_host_not_a_lost_boot(machine):

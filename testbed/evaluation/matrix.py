@@ -106,7 +106,7 @@ class Matrix(_Strict):
         "machine's ('model': times the time scale on the host, so a slower host, with a larger k, runs longer "
         "and every host gives the policies the same modelled time)")
     time_scale: Literal["auto"] | float = Field(
-        default=1, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
+        default=1.0, description="run the kernel's policy clocks (NUMA balancing scans, DAMON intervals) this "
         "many times slower, as the emulated machine is; 'auto': the latency calibration's k; 1: as booted")
     min_k: float = Field(
         default=0, ge=0, le=200, description="a floor on k, the factor by which the emulated machine is slower "

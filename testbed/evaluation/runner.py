@@ -217,8 +217,8 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
                   starting: Callable[[RunKey], None] = lambda key: None) -> Iterator[results.Run]:
     """Boot topology `name` once and measure each of `keys` in it, yielding each run as it finishes.
 
-    A run an interrupt cuts short is left in `evaluation.cut` (marked interrupted) before the
-    interrupt goes on; the guest is shut down either way.
+    A run an interrupt cuts short is left in `evaluation.cut` (marked interrupted, by
+    `measured_run`) before the interrupt goes on; the guest is shut down either way.
     """
     topo = evaluation.matrix.topology(name)
     order = fastest_nodes(topo)
@@ -249,16 +249,7 @@ def topology_runs(evaluation: Evaluation, image: GuestImage, name: str, keys: li
                 if key.workload not in installed:
                     evaluation.matrix.workload(key.workload).install(shell)
                     installed.add(key.workload)
-                run = new_run(evaluation.matrix, key)
-                run.host = evaluation.host
-                try:
-                    run_one(evaluation, bench, key, run)
-                except BaseException as exc:
-                    if run.ok:  # raised outside run_one's own accounting (a bug): kept as this run's error
-                        run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
-                    evaluation.cut = run
-                    raise
-                yield run
+                yield measured_run(evaluation, bench, key)
         finally:
             if held is not None:
                 with contextlib.suppress(Exception):
@@ -298,8 +289,30 @@ def new_run(matrix: Matrix, key: RunKey) -> results.Run:
                        started_at=datetime.now(UTC).isoformat(timespec="seconds"))
 
 
+def measured_run(evaluation: Evaluation, bench: Bench, key: RunKey) -> results.Run:
+    """The run of `key`, measured; one an exception ends is left in `evaluation.cut` before the exception goes on.
+
+    An interrupt (Ctrl-C, SIGTERM) marks the run interrupted wherever it landed, its first lines
+    included (a signal sent just after the last run was written lands there: test_signals_vm);
+    any other exception escaped run_one's accounting (a bug) and is kept as the run's error.
+    """
+    run = new_run(evaluation.matrix, key)
+    run.host = evaluation.host
+    try:
+        run_one(evaluation, bench, key, run)
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # neither a result nor a failure: --resume runs it again
+            run.ok, run.interrupted = False, True
+            run.error = f"interrupted: {type(exc).__name__} {exc}".strip()
+        elif run.ok:
+            run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
+        evaluation.cut = run
+        raise
+    return run
+
+
 def run_one(evaluation: Evaluation, bench: Bench, key: RunKey, run: results.Run) -> None:
-    """Measure one run into `run`: a failure is recorded in it (ok=False, error); an interrupt marks it and is raised."""
+    """Measure one run into `run`: a failure is recorded in it (ok=False, error); an interrupt is raised."""
     matrix, shell = evaluation.matrix, bench.machine.vm.shell
     workload = matrix.workload(key.workload)
     policy = policies.make(key.policy, matrix.llm.every_s, matrix.llm.damon_s)
@@ -311,15 +324,10 @@ def run_one(evaluation: Evaluation, bench: Bench, key: RunKey, run: results.Run)
                            paused=bench.machine.vm.monitor.paused, time_scale=bench.time_scale)
     outcome = policies.Outcome()
     try:
-        try:
-            _measure(bench, matrix, workload, key, run, policy, ctx, outcome)
-        except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
-            check_stop()  # unless an interrupt caused it (a layer below swallowed the signal)
-            run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
-    except BaseException as stop:  # Ctrl-C, SIGTERM: they end the evaluation, not just the run
-        run.ok, run.interrupted = False, True
-        run.error = f"interrupted: {type(stop).__name__} {stop}".strip()
-        raise
+        _measure(bench, matrix, workload, key, run, policy, ctx, outcome)
+    except Exception as exc:  # noqa: BLE001 - any failure of one run is that run's result
+        check_stop()  # unless an interrupt caused it (a layer below swallowed the signal)
+        run.ok, run.error = False, f"{type(exc).__name__}: {exc}"[:4000]
     finally:
         run.hints_applied, run.hints_rejected = outcome.applied, outcome.rejected
         run.advice_error, run.rejections = outcome.advice_error, outcome.rejections

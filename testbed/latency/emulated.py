@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 from .. import guest_binary
 from ..image import GuestImage
@@ -174,8 +175,9 @@ class EmulatedMachine:
                  tcg_single_thread: bool = True, append: str = "", tlb_reach_ms: int = 0, mttcg: bool = False):
         self.topology, self.image, self.cache = topology, image, cache
         self.delays = dict(delays or {})
-        # Short path: UNIX socket names are limited to 108 bytes.
-        self._sockdir = Path(tempfile.mkdtemp(prefix="llamas-lat-"))
+        # Short path: UNIX socket names are limited to 108 bytes. Made on entry (a machine
+        # built and never entered leaves nothing behind).
+        self._sockdir = Path(tempfile.gettempdir()) / f"llamas-lat-{uuid4().hex[:12]}"
         self.socket_path = self._sockdir / "ctl.sock"
         # Pacing cores needs a TCG thread per vCPU; memory latency works under one, or under
         # one per vCPU armed after boot (mttcg).
@@ -204,6 +206,7 @@ class EmulatedMachine:
 
     def __enter__(self) -> EmulatedMachine:
         try:
+            self._sockdir.mkdir(mode=0o700, exist_ok=True)
             self.vm.__enter__()
             self._after_boot()
         except BaseException:

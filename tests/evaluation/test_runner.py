@@ -7,7 +7,7 @@ import json
 import pytest
 from rich.console import Console
 
-from testbed import cli, topology
+from testbed import cli, process, topology
 from testbed.evaluation import manifest, matrix, results, runner
 from testbed.evaluation.summary import CSV_NAME, TXT_NAME
 
@@ -45,6 +45,27 @@ def test_an_interrupt_leaves_the_finished_runs_summary_plots_and_manifest(evalua
                                                "throughput.png", "node-share.png", "manifest.json"}
     assert "1.800" in (out / TXT_NAME).read_text()  # oracle / default, from the figures
     assert manifest.read(out / "manifest.json").matrix.name == "tiny"
+
+
+@pytest.mark.parametrize("escaped, interrupted, error", [
+    (KeyboardInterrupt(), True, "interrupted: KeyboardInterrupt"),
+    (process.Terminated("terminated by SIGTERM"), True, "interrupted: Terminated terminated by SIGTERM"),
+    (RuntimeError("a bug"), False, "RuntimeError: a bug")])
+def test_a_run_cut_before_its_own_accounting_is_marked_by_what_cut_it(evaluation, monkeypatch, escaped,
+                                                                     interrupted, error):
+    # A signal sent as the last run is written lands in the next run's first lines, before run_one's
+    # try (CI, 2026-12-05: that run was kept as a failure, "KeyboardInterrupt: ", not as cut short).
+    def cut_in_its_first_lines(ev, bench, key, run):
+        raise escaped
+
+    monkeypatch.setattr(runner, "run_one", cut_in_its_first_lines)
+    key = evaluation.matrix.runs()[1]
+    with pytest.raises(type(escaped)):
+        runner.measured_run(evaluation, bench=None, key=key)
+    cut = evaluation.cut
+    assert (cut.policy, cut.repeat, cut.ok, cut.interrupted, cut.error) == (key.policy, key.repeat, False,
+                                                                            interrupted, error)
+    assert cut.host == evaluation.host
 
 
 def test_a_failed_run_is_kept_with_its_error(evaluation):
