@@ -6,11 +6,12 @@ beside the new ones.  A figure a researcher can trust holds both: the median wit
 MEDIAN_TOLERANCE of the first run's, the ratio within RATIO_TOLERANCE (the bounds the
 felt-latency issue asks of a re-run on the same host).
 
-Where a cell moved, `moved` says where: each operation's time splits into the latency
-plugin's sleeps (the felt delays, which follow the misses and so the placement) and the
-rest of the workload's loop (the emulator running the guest: TCG's own cost per access,
-which drifts from run to run, and the kernel's work on the workload's behalf), beside the
-pages the kernel migrated (what a reactive policy did differently).
+Where a cell moved, `moved` says where: each operation's time splits into the felt delays
+(the latency plugin's sleeps, and the waits for a host CPU it counted as paid on a loaded
+host) and the rest of the workload's loop (the emulator running the guest: TCG's own cost
+per access, which drifts from run to run, and the kernel's work on the workload's behalf),
+beside the delays the misses owed (which follow the placement, whatever the host's load)
+and the pages the kernel migrated (what a reactive policy did differently).
 """
 
 from __future__ import annotations
@@ -90,19 +91,24 @@ def verdict(cells: list[Agreement]) -> str:
 class Split:
     """Where one cell's time per operation went, medians over its runs (ns per operation)."""
 
-    slept_ns: float | None   # the plugin's sleeps over the timed phase: every vCPU's, workload start and exit too
-    rest_ns: float | None    # the workload's loop less those sleeps: the emulator running the guest
+    felt_ns: float | None    # the plugin's sleeps and the host-CPU waits it counted as paid: every vCPU's, over
+    #                          the timed phase (workload start and exit too)
+    rest_ns: float | None    # the workload's loop less the felt delays: the emulator running the guest
+    owed_ns: float | None    # the delays the misses owed (per-node delay_ns): the placement's, whatever the load
     migrated: float | None   # pages the kernel migrated in the timed phase (pgmigrate_success)
 
 
 def split(runs: list[Run]) -> Split:
-    """The medians of each run's sleep and rest per operation (runs that report ops and seconds)."""
-    per_op = [(run.slept_ns / ops, max(seconds * 1e9 - run.slept_ns, 0.0) / ops)
+    """The medians of each run's felt, rest and owed time per operation (runs that report ops and seconds)."""
+    per_op = [((run.slept_ns + run.credited_ns) / ops,
+               max(seconds * 1e9 - run.slept_ns - run.credited_ns, 0.0) / ops,
+               sum(c.delay_ns for c in run.counters.values()) / ops)
               for run in runs if run.ok
               for ops, seconds in [(run.figures.get("ops"), run.figures.get("seconds"))]
               if ops and seconds is not None]
     migrated = [run.vmstat.get("pgmigrate_success", 0) for run in runs if run.ok and run.vmstat]
-    return Split(median([s for s, _ in per_op]), median([r for _, r in per_op]), median(migrated))
+    felt, rest, owed = (median([p[i] for p in per_op]) for i in range(3))
+    return Split(felt, rest, owed, median(migrated))
 
 
 @dataclass(frozen=True)
@@ -114,11 +120,11 @@ class Moved:
     after: Split
 
     def most(self) -> str | None:
-        """Which part of an operation's time moved more: "sleeps" (the felt delays) or "emulator"."""
+        """Which part of an operation's time moved more: "delays" (the felt ones) or "emulator"."""
         b, a = self.before, self.after
-        if None in (b.slept_ns, b.rest_ns, a.slept_ns, a.rest_ns):
+        if None in (b.felt_ns, b.rest_ns, a.felt_ns, a.rest_ns):
             return None
-        return "sleeps" if abs(a.slept_ns - b.slept_ns) > abs(a.rest_ns - b.rest_ns) else "emulator"
+        return "delays" if abs(a.felt_ns - b.felt_ns) > abs(a.rest_ns - b.rest_ns) else "emulator"
 
 
 def moved(recorded: list[Run], rerun: list[Run]) -> list[Moved]:
@@ -129,23 +135,25 @@ def moved(recorded: list[Run], rerun: list[Run]) -> list[Moved]:
 
 
 def moved_verdict(cells: list[Agreement], splits: list[Moved]) -> str:
-    """One line: of the cells that did not hold, how many moved most in the sleeps and how many in the emulator."""
+    """One line: of the cells that did not hold, how many moved most in the felt delays, how many in the emulator."""
     missed = {(c.topology, c.workload, c.policy) for c in cells if c.holds() is False}
     where = [m.most() for m in splits if m.key in missed]
     cells_text = "1 cell that" if len(missed) == 1 else f"{len(missed)} cells that"
     return (f"of the {cells_text} did not hold, time per operation moved most in the emulator's own "
-            f"time in {where.count('emulator')}, in the plugin's sleeps (the felt delays) in {where.count('sleeps')}")
+            f"time in {where.count('emulator')}, in the felt delays in {where.count('delays')}")
 
 
 def moved_table(splits: list[Moved], title: str = "where each operation's time went") -> Table:
-    """Sleep and rest per operation and pages migrated, recorded and re-run, and which part moved more."""
+    """Felt and rest time per operation, the owed delays' change and pages migrated, recorded and re-run,
+    and which part moved more."""
     t = Table(title=title)
-    for name in ("topology", "workload", "policy", "slept ns/op", "re-run", "change", "rest ns/op", "re-run",
-                 "change", "migrated", "re-run", "moved most"):
+    for name in ("topology", "workload", "policy", "felt ns/op", "re-run", "change", "owed change", "rest ns/op",
+                 "re-run", "change", "migrated", "re-run", "moved most"):
         t.add_column(name, justify="left" if name in ("topology", "workload", "policy", "moved most") else "right")
     for m in splits:
         b, a = m.before, m.after
-        t.add_row(*m.key, fmt(b.slept_ns), fmt(a.slept_ns), _pct(_change(b.slept_ns, a.slept_ns)),
+        t.add_row(*m.key, fmt(b.felt_ns), fmt(a.felt_ns), _pct(_change(b.felt_ns, a.felt_ns)),
+                  _pct(_change(b.owed_ns, a.owed_ns)),
                   fmt(b.rest_ns), fmt(a.rest_ns), _pct(_change(b.rest_ns, a.rest_ns)),
                   fmt(b.migrated), fmt(a.migrated), m.most() or "-")
     return t

@@ -25,11 +25,11 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 9  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib
+SCHEMA_VERSION = 10  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
-                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "started_at", "host", "attempts",
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "credited_ns", "started_at", "host", "attempts",
                  "fast_free_mib", "fast_yielded_mib")
 
 
@@ -64,7 +64,9 @@ class Run(BaseModel):
     also: list[str] = Field(default_factory=list, description="figures summarized beside the headline one")
     figures: dict[str, float] = Field(default_factory=dict)
     counters: dict[int, NodeCounters] = Field(default_factory=dict, description="per node; -1 = outside")
-    slept_ns: int = 0
+    slept_ns: int = Field(default=0, description="the latency plugin's sleeps over the timed phase, every vCPU's")
+    credited_ns: int = Field(default=0, description="host-CPU waits of the vCPU threads the plugin counted "
+                             "against the owed delay in place of sleeping (a loaded host): felt, like the sleeps")
     hints_applied: int = 0
     hints_rejected: int = 0
     advice_error: str | None = Field(default=None, description="the advisor gave no usable answer, so the run "
@@ -107,7 +109,7 @@ class Run(BaseModel):
     def set_counters(self, counters: Counters) -> None:
         """Take the per-node counters and sleep total from a plugin snapshot."""
         self.counters = {node: NodeCounters(**fields) for node, fields in counters.nodes.items()}
-        self.slept_ns = counters.slept_ns
+        self.slept_ns, self.credited_ns = counters.slept_ns, counters.credited_ns
         self.vcpu_ran_s = {v: round(ns / 1e9, 3) for v, ns in sorted(counters.ran_ns.items())}
 
     def others_share(self) -> float | None:

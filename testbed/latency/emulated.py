@@ -19,6 +19,7 @@ from uuid import uuid4
 
 from .. import guest_binary
 from ..image import GuestImage
+from ..process import signals_deferred
 from ..topology import Topology
 from ..vm import VM
 from . import build, layout
@@ -276,10 +277,13 @@ class EmulatedMachine:
         return {cpu: ns_per_op(line) for cpu, line in zip(millions, out.splitlines(), strict=True)}
 
     def close(self) -> None:
-        if self.control is not None:
-            self.control.close()
-        self.vm.shutdown()
-        shutil.rmtree(self._sockdir, ignore_errors=True)
+        """Shut the guest down and remove the plugin's socket folder; a stop signal meanwhile is raised
+        after both (the VM's shutdown alone would raise it at its end, leaving the folder behind)."""
+        with signals_deferred():
+            if self.control is not None:
+                self.control.close()
+            self.vm.shutdown()
+            shutil.rmtree(self._sockdir, ignore_errors=True)
 
     def __exit__(self, *exc_info) -> None:
         self.close()

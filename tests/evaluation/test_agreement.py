@@ -58,23 +58,43 @@ def test_the_table_prints_both_sides_and_the_verdict_per_cell():
     assert "+30.0%" in text and "yes" in text and "no" in text
 
 
-def timed(policy: str, repeat: int, seconds: float, slept_s: float, migrated: int | None = None, ops=1e6):
-    """A run whose loop did `ops` operations in `seconds`, `slept_s` of them in the plugin's sleeps."""
+def timed(policy: str, repeat: int, seconds: float, slept_s: float, migrated: int | None = None, ops=1e6,
+          credited_s: float = 0.0, owed_s: float | None = None):
+    """A run whose loop did `ops` operations in `seconds`, `slept_s` of them in the plugin's sleeps and
+    `credited_s` in host-CPU waits it counted as paid, for `owed_s` of delays owed (default: what was felt)."""
     run = make_run(policy=policy, repeat=repeat, value=ops / seconds, slept_ns=int(slept_s * 1e9),
-                   vmstat={} if migrated is None else {"pgmigrate_success": migrated})
+                   credited_ns=int(credited_s * 1e9), vmstat={} if migrated is None else {"pgmigrate_success": migrated})
+    owed = slept_s + credited_s if owed_s is None else owed_s
+    run.counters = {n: results.NodeCounters(delay_ns=int(owed * share * 1e9)) for n, share in ((0, 0.25), (1, 0.75))}
     run.figures.update(ops=ops, seconds=seconds)
     return run
 
 
-def test_each_operations_time_splits_into_the_plugins_sleeps_and_the_rest():
-    runs = [timed("damon", 0, 2.0, 0.5, 100), timed("damon", 1, 3.0, 0.7, 400), timed("damon", 2, 4.0, 0.6, 200)]
+def test_each_operations_time_splits_into_the_felt_delays_and_the_rest():
+    runs = [timed("damon", 0, 2.0, 0.5, 100), timed("damon", 1, 3.0, 0.6, 400, credited_s=0.1),
+            timed("damon", 2, 4.0, 0.6, 200)]
     s = agreement.split(runs)
-    assert s.slept_ns == pytest.approx(600.0)    # median of 500, 700, 600 ns per operation
+    assert s.felt_ns == pytest.approx(600.0)     # median of 500, 600 + 100 credited, 600 ns per operation
     assert s.rest_ns == pytest.approx(2300.0)    # median of 1500, 2300, 3400
+    assert s.owed_ns == pytest.approx(600.0)     # both nodes' delay_ns
     assert s.migrated == 200
     # a failed run, or one that reports no operation count, is left out; no kernel counters, no migrations
     failed = make_run(policy="damon", ok=False, value=None)
-    assert agreement.split([failed, make_run(policy="damon")]) == agreement.Split(None, None, None)
+    assert agreement.split([failed, make_run(policy="damon")]) == agreement.Split(None, None, None, None)
+
+
+def test_a_loaded_hosts_waits_counted_as_paid_are_felt_delays_not_the_emulators_time():
+    # The same placement (owed held) on a host with a core taken: the plugin slept less because it
+    # counted the vCPU threads' waits for a CPU as paid. Those waits are felt delays, not the emulator.
+    recorded = [timed("default", i, 2.0, 1.0) for i in range(3)]
+    loaded = [timed("default", i, 2.05, 0.6, credited_s=0.4) for i in range(3)]
+    m = agreement.moved(recorded, loaded)[0]
+    assert m.after.felt_ns == pytest.approx(m.before.felt_ns) and m.after.owed_ns == pytest.approx(m.before.owed_ns)
+    assert m.after.rest_ns == pytest.approx(1050.0) and m.most() == "emulator"
+    out = Console(file=io.StringIO(), width=250, color_system=None, record=True)
+    out.print(agreement.moved_table([m]))
+    text = out.export_text()
+    assert "owed change" in text and "+0.0%" in text
 
 
 def test_a_cell_that_moved_says_whether_the_sleeps_or_the_emulator_moved_it():
@@ -82,11 +102,11 @@ def test_a_cell_that_moved_says_whether_the_sleeps_or_the_emulator_moved_it():
     rerun = [timed("default", i, 2.5, 1.0, 0) for i in range(3)]      # the same sleeps, a slower emulator
     rerun += [timed("interleave", i, 2.4, 1.3, 0) for i in range(3)]  # more time asleep: more misses on NVM
     splits = {m.key[2]: m for m in agreement.moved(recorded, rerun)}
-    assert splits["default"].most() == "emulator" and splits["interleave"].most() == "sleeps"
+    assert splits["default"].most() == "emulator" and splits["interleave"].most() == "delays"
     cells = agreement.compare(summary.summarize(recorded), summary.summarize(rerun))
     line = agreement.moved_verdict(cells, list(splits.values()))
     assert "of the 2 cells that did not hold" in line
-    assert "emulator's own time in 1, in the plugin's sleeps (the felt delays) in 1" in line
+    assert "emulator's own time in 1, in the felt delays in 1" in line
     one = [c for c in cells if c.policy == "default"]
     assert agreement.moved_verdict(one, list(splits.values())).startswith("of the 1 cell that did not hold")
     # a cell the recorded evaluation did not run is not split
