@@ -79,6 +79,13 @@ def bench_tcg_speed(session: nox.Session) -> None:
     session.run("python", "benchmarks/tcg_speed.py", *session.posargs)
 
 
+@nox.session(name="bench-tcg-levels")
+def bench_tcg_levels(session: nox.Session) -> None:
+    """How far TCG's cost per access moves from one QEMU process to the next, and what moves it."""
+    _install(session)
+    session.run("python", "benchmarks/tcg_levels.py", *session.posargs)
+
+
 @nox.session(name="bench-gather")
 def bench_gather(session: nox.Session) -> None:
     """Seconds per `llamas-agent gather` on an idle guest, without DAMON (goal: under 1 s)."""
