@@ -29,8 +29,8 @@ SCHEMA_VERSION = 10  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ra
 # 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
-                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "credited_ns", "started_at", "host", "attempts",
-                 "fast_free_mib", "fast_yielded_mib")
+                 "hints_applied", "hints_rejected", "advice_error", "slept_ns", "credited_ns", "started_at", "host",
+                 "attempts", "fast_free_mib", "fast_yielded_mib")
 
 
 class NodeCounters(BaseModel):
