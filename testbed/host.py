@@ -42,7 +42,7 @@ class HostError(RuntimeError):
 def qemu_version(qemu: str = QEMU) -> tuple[int, int] | None:
     if shutil.which(qemu) is None:
         return None
-    out = subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([qemu, "--version"], capture_output=True, text=True, check=False).stdout
     match = re.search(r"version (\d+)\.(\d+)", out)
     return (int(match.group(1)), int(match.group(2))) if match else None
 

@@ -28,10 +28,14 @@ _requested: signal.Signals | None = None  # the first stop signal received, once
 _deferring = 0                             # > 0 inside `signals_deferred()`
 
 
+# Loaded once, in the parent: a preexec_fn runs between fork and exec, where a dlopen could wait
+# forever on a loader lock another thread of the parent held at the fork.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
 def child_dies_with_parent() -> None:
-    """preexec_fn for Popen: SIGKILL this child when the parent thread exits."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    """preexec_fn for Popen: SIGKILL this child when the parent thread exits (one prctl, no lock taken)."""
+    if _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
@@ -41,7 +45,8 @@ def start_child(argv: list[str], **kwargs) -> subprocess.Popen:
     Its own process group keeps a terminal's Ctrl-C (sent to the whole foreground
     group) from killing it underneath the harness; PDEATHSIG is the last resort.
     """
-    return subprocess.Popen(argv, preexec_fn=child_dies_with_parent, process_group=0, **kwargs)
+    # A preexec_fn is unsafe in a threaded parent only if it takes a lock; this one calls prctl alone.
+    return subprocess.Popen(argv, preexec_fn=child_dies_with_parent, process_group=0, **kwargs)  # noqa: PLW1509
 
 
 def processes_with_arg(marker: str) -> list[int]:

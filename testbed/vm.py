@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 from uuid import uuid4
 
 from . import cxl, tlb_reach, zones
@@ -121,8 +122,8 @@ class VM:
     def start(self) -> None:
         self._rundir.mkdir(mode=0o700, exist_ok=True)  # again after a shutdown, for a second boot
         self._started_at = time.monotonic()
-        self.process = start_child(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                   stderr=open(self._rundir / "qemu.stderr", "wb"))
+        with open(self._rundir / "qemu.stderr", "wb") as stderr:  # QEMU writes to its own copy
+            self.process = start_child(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr)
         log.info("%s: QEMU started (pid %d)", self.name, self.process.pid)
         try:
             self.monitor.connect(timeout=15, alive=self.alive)
@@ -210,7 +211,7 @@ class VM:
                 self.monitor.close()
                 shutil.rmtree(self._rundir, ignore_errors=True)
 
-    def __enter__(self) -> VM:
+    def __enter__(self) -> Self:
         for attempt in range(2, BOOT_ATTEMPTS + 1):
             try:
                 return self._boot()

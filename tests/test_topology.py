@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from pydantic import ValidationError
 
 from testbed import topology as t
 from testbed.topology import NodeKind, Topology, TopologyError
@@ -273,7 +274,7 @@ def test_best_hmat_dram_cxl(load_topology):
 
 def test_model_is_frozen(load_topology):
     topo = load_topology("dram-only")
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         topo.name = "other"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Self
 
 from ..latency.control import Control, ControlError
 
@@ -36,7 +37,7 @@ class Sampler:
         except ControlError as exc:  # the run goes on; its series says where it stopped
             self.error = str(exc)
 
-    def __enter__(self) -> Sampler:
+    def __enter__(self) -> Self:
         self._start = time.monotonic()
         self._thread.start()
         return self

@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "streamed", "delay_ns")
 
@@ -134,7 +135,7 @@ class Control:
             self._sock.close()
             self._sock = None
 
-    def __enter__(self) -> Control:
+    def __enter__(self) -> Self:
         return self.connect()
 
     def __exit__(self, *exc_info) -> None:

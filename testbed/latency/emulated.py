@@ -15,6 +15,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from uuid import uuid4
 
 from .. import guest_binary
@@ -205,7 +206,7 @@ class EmulatedMachine:
         meanwhile, and the trim then stopped 22.7 % off; README, "Accessed bits")."""
         return self.vm.tlb_reach_ms
 
-    def __enter__(self) -> EmulatedMachine:
+    def __enter__(self) -> Self:
         try:
             self._sockdir.mkdir(mode=0o700, exist_ok=True)
             self.vm.__enter__()

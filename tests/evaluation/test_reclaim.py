@@ -32,8 +32,8 @@ def test_hopeless_nodes_with_cpus_get_a_direct_reclaim_started_there(load_topolo
     still = reclaim.revive(guest, load_topology("dram-nvm"))
     assert still == (1,)  # node 1 has no CPUs: no reclaim can start there, and it stays recorded
     reclaims = [c for c in guest.commands if reclaim.MEMORY_RECLAIM in c]
-    assert reclaims == [f"numactl --cpunodebind=0 sh -c 'echo {reclaim.REVIVE_BYTES} > "
-                        f"{reclaim.MEMORY_RECLAIM}' || true"]
+    assert reclaims == [(f"numactl --cpunodebind=0 sh -c 'echo {reclaim.REVIVE_BYTES} > "
+                         f"{reclaim.MEMORY_RECLAIM}' || true")]
 
 
 def test_a_hopeless_node_without_cpus_gets_no_reclaim(load_topology):

@@ -11,7 +11,7 @@ import pytest
 
 from testbed.latency import build
 from testbed.latency.control import COUNTER_FIELDS, Control, ControlError, Counters
-from testbed.process import child_dies_with_parent
+from testbed.process import child_dies_with_parent, start_child
 
 needs_qemu = pytest.mark.skipif(shutil.which("gcc") is None or shutil.which("qemu-system-x86_64") is None,
                                 reason="needs gcc and qemu-system-x86_64")
@@ -41,10 +41,9 @@ def test_counters_missing_a_field_do_not_parse():
 def machineless_qemu(sock, plugin_args: list[str], threads: str = "single"):
     """A machine-less QEMU with the plugin loaded and listening on `sock`; killed on exit."""
     args = ",".join([str(build.ensure()), f"sock={sock}", *plugin_args])
-    process = subprocess.Popen(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
-                                "-accel", f"tcg,thread={threads}", "-plugin", args],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               preexec_fn=child_dies_with_parent)
+    process = start_child(["qemu-system-x86_64", "-machine", "none", "-nodefaults", "-display", "none",
+                           "-accel", f"tcg,thread={threads}", "-plugin", args],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         with Control(sock) as control:
             yield control
