@@ -100,11 +100,10 @@ class Split:
 
 def split(runs: list[Run]) -> Split:
     """The medians of each run's felt, rest and owed time per operation (runs that report ops and seconds)."""
-    per_op = [((run.slept_ns + run.credited_ns) / ops,
-               max(seconds * 1e9 - run.slept_ns - run.credited_ns, 0.0) / ops,
-               sum(c.delay_ns for c in run.counters.values()) / ops)
+    per_op = [(felt / ops, max(seconds * 1e9 - felt, 0.0) / ops, sum(c.delay_ns for c in run.counters.values()) / ops)
               for run in runs if run.ok
-              for ops, seconds in [(run.figures.get("ops"), run.figures.get("seconds"))]
+              for ops, seconds, felt in [(run.figures.get("ops"), run.figures.get("seconds"),
+                                          run.slept_ns + run.credited_ns)]
               if ops and seconds is not None]
     migrated = [run.vmstat.get("pgmigrate_success", 0) for run in runs if run.ok and run.vmstat]
     felt, rest, owed = (median([p[i] for p in per_op]) for i in range(3))
