@@ -11,12 +11,9 @@ Inside the block, `machine.control` reads/resets counters and changes delays.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Self
-from uuid import uuid4
 
 from .. import guest_binary
 from ..image import GuestImage
@@ -177,10 +174,6 @@ class EmulatedMachine:
                  tcg_single_thread: bool = True, append: str = "", tlb_reach_ms: int = 0, mttcg: bool = False):
         self.topology, self.image, self.cache = topology, image, cache
         self.delays = dict(delays or {})
-        # Short path: UNIX socket names are limited to 108 bytes. Made on entry (a machine
-        # built and never entered leaves nothing behind).
-        self._sockdir = Path(tempfile.gettempdir()) / f"llamas-lat-{uuid4().hex[:12]}"
-        self.socket_path = self._sockdir / "ctl.sock"
         # Pacing cores needs a TCG thread per vCPU; memory latency works under one, or under
         # one per vCPU armed after boot (mttcg).
         self.paces_cores = plugin and topology.heterogeneous_cores
@@ -188,14 +181,16 @@ class EmulatedMachine:
         self.feels_memory = plugin and (mttcg or not self.paces_cores)
         # A node slower from one socket than from the other is felt so only with a thread per vCPU.
         self.per_initiator = self.mttcg and self.feels_memory and topology.initiators_differ
-        plugins = ()
-        if plugin:
-            plugins = (plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache,
-                                     mttcg=self.mttcg, memory=self.feels_memory, initiators=self.per_initiator),)
-        single = not self.mttcg
-        self.vm = VM(topology, image, "tcg", plugins=plugins, tcg_single_thread=single,
+        self.vm = VM(topology, image, "tcg", tcg_single_thread=not self.mttcg,
                      append=f"{EMULATED_APPEND} {append}".strip(), boot_timeout=boot_timeout,
                      tlb_reach_ms=tlb_reach_ms)
+        # The plugin's control socket lives in the VM's run folder, beside QMP's: made as QEMU
+        # starts, removed at its shutdown, whatever interrupts it.
+        self.socket_path = self.vm.rundir / "ctl.sock"
+        if plugin:
+            option = plugin_option(build.ensure(), self.socket_path, topology, self.delays, cache,
+                                   mttcg=self.mttcg, memory=self.feels_memory, initiators=self.per_initiator)
+            self.vm.spec = replace(self.vm.spec, plugins=(option,))
         self.control: Control | None = Control(self.socket_path) if plugin else None
         self.ranges: list[layout.Range] = []
 
@@ -208,7 +203,6 @@ class EmulatedMachine:
 
     def __enter__(self) -> Self:
         try:
-            self._sockdir.mkdir(mode=0o700, exist_ok=True)
             self.vm.__enter__()
             self._after_boot()
         except BaseException:
@@ -278,13 +272,12 @@ class EmulatedMachine:
         return {cpu: ns_per_op(line) for cpu, line in zip(millions, out.splitlines(), strict=True)}
 
     def close(self) -> None:
-        """Shut the guest down and remove the plugin's socket folder; a stop signal meanwhile is raised
-        after both (the VM's shutdown alone would raise it at its end, leaving the folder behind)."""
+        """Close the plugin's control connection and shut the guest down (its run folder, the plugin's
+        socket with it, goes too); a stop signal meanwhile is raised after both."""
         with signals_deferred():
             if self.control is not None:
                 self.control.close()
             self.vm.shutdown()
-            shutil.rmtree(self._sockdir, ignore_errors=True)
 
     def __exit__(self, *exc_info) -> None:
         self.close()
