@@ -70,15 +70,20 @@ def test_the_emulators_cost_of_a_miss_is_not_paced(hybrid):
         counters = hybrid.control.read()
         return counters.pace[SLOW]["slept_ns"] / counters.vcpus[SLOW]["misses"], ns[SLOW] / ns[FAST]
 
-    pairs = [(paced(0), paced(miss)) for _ in range(3)]
+    pairs = [(paced(0), paced(miss)) for _ in range(5)]
     assert hybrid.control.config()["miss_cost"] == [round(miss), round(miss)]
     # The mechanism, by the plugin's counters: each miss forgives `miss` ns of CPU time, which a speed of 0.4
     # stretches by 1/0.4 - 1 = 1.5. Measured: 0.99-1.37 times that here (six pairs, three beside a host busy loop).
     forgiven = statistics.median(slept - slept_out for (slept, _), (slept_out, _) in pairs)
     assert forgiven > 0.7 * 1.5 * miss, (miss, pairs)
-    # What the guest feels: the slow core's loads come closer to the fast core's. How much closer varies with
-    # the host and its load (the slow vCPU's loads still cost it more CPU time than `miss` each, and the rest
-    # is paced): kept_out/stretched was 0.48-0.86 here (nine pairs), 0.88 once on a CI host (one pair).
-    assert statistics.median(kept / stretched for (_, stretched), (_, kept) in pairs) < 0.95, (miss, pairs)
+    # What the guest feels: the slow core's loads come closer to the fast core's. Each chase is a process
+    # of its own with its own level of TCG's cost (the slow vCPU's CPU time per miss ranged 487-760 ns
+    # over twelve chases in one boot, 2026-12-05), so one pair's ratio moves with two chases' levels: a CI
+    # rehearsal saw pairs at 0.978, 0.437 and 0.978 while the pace's sleep per miss fell by 632, 844 and
+    # 194 ns. Hence five pairs, and the median chase ratio of each side: kept/stretched was 0.45-0.78 per
+    # pair here (six pairs, 2026-12-05), 0.48-0.86 before (nine pairs).
+    stretched = statistics.median(ratio for (_, ratio), _ in pairs)
+    kept = statistics.median(ratio for _, (_, ratio) in pairs)
+    assert kept / stretched < 0.95, (miss, pairs)
     ns = hybrid.run_spins({FAST: 20, SLOW: 8})
     assert ns[SLOW] > 1.8 * ns[FAST], ns  # a register-only loop has no misses to keep out
