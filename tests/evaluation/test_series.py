@@ -43,6 +43,17 @@ def test_fast_node_share_over_time_and_in_the_steady_state():
     assert s.steady_share(1) == pytest.approx(0.0)  # node -1 (outside every node) never counts
 
 
+def test_the_shares_end_with_the_workloads_loop_not_with_the_harness_samples():
+    # the plugin is sampled on through the workload's exit (the kernel freeing its buffer, on the fast
+    # node here) and the harness's commands after it: not the loop's traffic
+    loop = [(1.0, {0: 10, 1: 90}), (2.0, {0: 20, 1: 180}), (3.0, {0: 30, 1: 270})]
+    s = Series(tick_s=1.0, warmup_s=1.0, ops=OPS, misses=[*loop, (4.0, {0: 130, 1: 290})])
+    assert s.loop_end == 3.0
+    assert s.steady_share(0) == pytest.approx(0.1)
+    assert [t for t, _ in s.share(0, 1.0)] == [1.0, 2.0, 3.0]
+    assert Series(tick_s=1.0, misses=loop).steady_share(0) == pytest.approx(0.1)  # no ticks: every sample
+
+
 def test_a_series_round_trips_through_json_with_integer_nodes():
     s = Series(tick_s=0.25, warmup_s=2, ops=OPS, misses=[(0.5, {0: 1, 1: 2})])
     back = Series.model_validate_json(s.model_dump_json())
