@@ -25,8 +25,8 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 10  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns
+SCHEMA_VERSION = 11  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns; 11: touch_vmstat
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "credited_ns", "started_at", "host",
@@ -82,6 +82,10 @@ class Run(BaseModel):
                                   "over its timed phase")
     vmstat: dict[str, int] = Field(default_factory=dict, description="/proc/vmstat's NUMA, promotion, "
                                    "demotion and migration counters: their change over the timed phase")
+    touch_vmstat: dict[str, int] = Field(default_factory=dict, description="the same counters' change over "
+                                         "the workload's start (allocation and first touch, delays off) until "
+                                         "it reported ready: what reclaim took meanwhile, and so gave back to "
+                                         "the touch, decides how much of a buffer's tail lands on the fast node")
     kthread_cpu_s: dict[str, float] = Field(default_factory=dict, description="CPU seconds of the kernel's "
                                             "policy threads (kdamond, kswapd) over the timed phase")
     vcpu_ran_s: dict[int, float] = Field(default_factory=dict, description="host seconds of the timed phase "
@@ -157,6 +161,7 @@ def _columns(runs: list[Run]) -> list[str]:
     nodes = sorted({n for r in runs for n in r.counters})
     durations = sorted({k for r in runs for k in r.durations})
     vmstat = sorted({k for r in runs for k in r.vmstat})
+    touch = sorted({k for r in runs for k in r.touch_vmstat})
     threads = sorted({k for r in runs for k in r.kthread_cpu_s})
     vcpus = sorted({v for r in runs for v in r.vcpu_ran_s})
     enforcer = sorted({k for r in runs for k in r.enforcer})
@@ -164,6 +169,7 @@ def _columns(runs: list[Run]) -> list[str]:
     return [*_BASE_COLUMNS, *(f"figure.{k}" for k in figures),
             *(f"counters.{n}.{f}" for n in nodes for f in NodeCounters.model_fields),
             *(f"duration.{k}" for k in durations), *(f"vmstat.{k}" for k in vmstat),
+            *(f"touch_vmstat.{k}" for k in touch),
             *(f"kthread_cpu_s.{k}" for k in threads), *(f"vcpu_ran_s.{v}" for v in vcpus),
             *(f"enforcer.{k}" for k in enforcer),
             *(f"rejection.{i}" for i in range(rejections)),
@@ -178,6 +184,7 @@ def _row(run: Run) -> dict[str, str]:
     row |= {f"counters.{n}.{f}": str(v) for n, c in run.counters.items() for f, v in c.model_dump().items()}
     row |= {f"duration.{k}": repr(v) for k, v in run.durations.items()}
     row |= {f"vmstat.{k}": str(v) for k, v in run.vmstat.items()}
+    row |= {f"touch_vmstat.{k}": str(v) for k, v in run.touch_vmstat.items()}
     row |= {f"kthread_cpu_s.{k}": repr(v) for k, v in run.kthread_cpu_s.items()}
     row |= {f"vcpu_ran_s.{v}": repr(s) for v, s in run.vcpu_ran_s.items()}
     row |= {f"enforcer.{k}": repr(v) for k, v in run.enforcer.items()}
@@ -198,8 +205,8 @@ def to_csv(runs: list[Run]) -> str:
 
 
 def _from_row(row: dict[str, str]) -> Run:
-    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "kthread_cpu_s": {},
-                  "vcpu_ran_s": {}, "enforcer": {}, "hopeless_nodes": {}, "huge_mib": {}}
+    data: dict = {"figures": {}, "counters": {}, "durations": {}, "rejections": [], "vmstat": {}, "touch_vmstat": {},
+                  "kthread_cpu_s": {}, "vcpu_ran_s": {}, "enforcer": {}, "hopeless_nodes": {}, "huge_mib": {}}
     for column, cell in row.items():
         if cell == "":
             continue
@@ -213,8 +220,8 @@ def _from_row(row: dict[str, str]) -> Run:
             data["counters"].setdefault(int(node), {})[field] = int(cell)
         elif kind == "rejection":
             data["rejections"].append(cell)  # columns come in index order
-        elif kind == "vmstat":
-            data["vmstat"][rest] = int(cell)
+        elif kind in ("vmstat", "touch_vmstat"):
+            data[kind][rest] = int(cell)
         elif kind == "kthread_cpu_s":
             data["kthread_cpu_s"][rest] = float(cell)
         elif kind == "vcpu_ran_s":

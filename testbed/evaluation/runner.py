@@ -348,7 +348,9 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
         command = workload.command(key.seed, prefix=policy.prefix(), params=matrix.params_of(key.workload),
                                    wait=proc.gate, hotmap=ctx.hotmap, seconds=phases and phases[1],
                                    tick_ms=matrix.tick_ms)
+        touch_before = kernel_counters.snapshot(ctx.shell)
         guest_process.start(proc, command, gated=True, timeout=workload.timeout_s)
+        run.touch_vmstat = kernel_counters.delta(touch_before, kernel_counters.snapshot(ctx.shell))[0]
         if workload.roles:
             ctx.roles = _roles(workload, proc)
         if bench.held is not None:

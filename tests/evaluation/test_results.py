@@ -44,6 +44,7 @@ def sample_runs() -> list[Run]:
                      series=Series(tick_s=0.25, warmup_s=1.0, ops=[(0.25, 10), (1.5, 90)],
                                    misses=[(0.25, {0: 1, 1: 3, -1: 0}), (1.5, {0: 5, 1: 9, -1: 2})]),
                      vmstat={"numa_hint_faults": 5000, "pgpromote_success": 700},
+                     touch_vmstat={"pgsteal_kswapd": 2600, "pgpromote_success": 0},
                      kthread_cpu_s={"kdamond": 0.0, "kswapd": 0.71},
                      hopeless_nodes={"start": [], "end": [0]}, fast_free_mib=126,
                      huge_mib={0: 290, 1: 0})
@@ -94,6 +95,7 @@ def test_csv_round_trip(tmp_path):
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
     assert len(rows) == 6
     assert rows[3]["vmstat.pgpromote_success"] == "700" and rows[3]["kthread_cpu_s.kswapd"] == "0.71"
+    assert rows[3]["touch_vmstat.pgsteal_kswapd"] == "2600" and rows[0]["touch_vmstat.pgsteal_kswapd"] == ""
     assert json.loads(rows[3]["series"])["ops"] == [[0.25, 10], [1.5, 90]] and rows[0]["series"] == ""
     assert rows[5]["interrupted"] == "True" and rows[0]["interrupted"] == "False"
     assert rows[4]["enforcer.moved_mib"] == "410.5" and rows[0]["enforcer.moved_mib"] == ""

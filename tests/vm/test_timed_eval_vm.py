@@ -16,6 +16,7 @@ import pytest
 from testbed.evaluation import manifest, results, runner, summary, timescale
 
 pytestmark = pytest.mark.vm
+HOT_PAGES = 32 * 256  # tiny-timed's hot set: 32 MiB of 4 KiB pages
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +75,14 @@ def test_the_workload_counts_where_its_hot_set_lives(timed):
         assert all(4096 - 4 <= sum(where["hot"].values()) <= 4096 for _, where in run.series.census)
     # each run began with the fast node settled to the matrix's 128 MiB free (a run leaves it with less)
     assert all(124 <= r.fast_free_mib <= 132 for r in (default, tiering)), [r.fast_free_mib for r in (default, tiering)]
-    # first touch filled the fast node before it reached the hot tail, and nothing moves it there; with
-    # base pages a little memory still comes back to the fast node mid-touch (5.4 % of the hot set in one
-    # run on 2026-12-04, 125 MiB free at the start), against the whole hot set for a policy that moves it
-    assert default.hot_placed(0) < 0.10 and default.series.final_placed(1) > 0.95
+    # first touch filled the fast node before it reached the hot tail, and nothing moves it there: what
+    # of the tail lands on the fast node is a little (5.4 % of the hot set once, 2026-12-04) plus what
+    # reclaim took there mid-touch and so gave back to the touch (a run after boot: kswapd stole 3,149
+    # file pages, 12.3 MiB, during the touch and 25 % of the hot set sat on the fast node; a CI
+    # rehearsal saw 34.5 %), against the whole hot set for a policy that moves it
+    stolen = sum(default.touch_vmstat.get(f"pgsteal_{who}", 0) for who in ("kswapd", "direct"))
+    assert default.hot_placed(0) * HOT_PAGES <= 0.10 * HOT_PAGES + stolen, (default.hot_placed(0), stolen)
+    assert default.series.final_placed(1) >= 1 - default.hot_placed(0) - 0.01
     rows = {r.policy: r for r in summary.summarize([default, tiering], {"dram-cxl": 0})}
     assert rows["default"].hot_on_fast == default.hot_placed(0)
 
