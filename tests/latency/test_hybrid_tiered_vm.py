@@ -16,6 +16,10 @@ SIZE_MIB = 32  # twice the modelled last-level cache: every load of the chase mi
 # and `nox -s bench-mttcg -- hybrid-tiered` check the fitted speeds and ratios.
 DELAYS = {0: (500, 500), 1: (3000, 3000)}
 FAST, SLOW = 0, 2  # a performance core and an efficiency core (speed 0.4)
+# Loops of about 0.4 s, median of three pairs: at this fixed pace sixteen side-by-side pairs of 80 ms loops
+# (20 and 8 million steps) spread over 1.98-4.34 here, sixteen of 0.4 s over 3.67-4.40 (2026-12-06); a CI
+# run saw one 80 ms pair at 1.67.  cores.py's calibration runs 2 s loops for the same reason.
+SPIN = {FAST: 100, SLOW: 40}
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +36,15 @@ def test_the_machine_paces_cores_and_feels_memory_armed_after_boot(hybrid):
     assert pace[2]["permille"] == pace[3]["permille"] == 400, pace
 
 
+def slowdown(machine: EmulatedMachine) -> float:
+    """The efficiency core's ns per step of a register-only loop over the performance core's: the median of
+    three side-by-side pairs."""
+    return statistics.median(ns[SLOW] / ns[FAST] for ns in (machine.run_spins(SPIN) for _ in range(3)))
+
+
 def test_the_efficiency_core_computes_slower(hybrid):
     hybrid.control.reset()
-    ns = hybrid.run_spins({FAST: 20, SLOW: 8})
-    assert ns[SLOW] > 1.8 * ns[FAST], ns  # paced at 0.4: about 2.5 times the ns per step
+    assert slowdown(hybrid) > 1.8  # paced at 0.4: at least 2.5 times the ns per step (3.7-4.4 here)
     pace = hybrid.control.read().pace
     assert pace[SLOW]["slept_ns"] > 0 and pace[FAST].get("slept_ns", 0) == 0, pace
 
@@ -85,5 +94,4 @@ def test_the_emulators_cost_of_a_miss_is_not_paced(hybrid):
     stretched = statistics.median(ratio for (_, ratio), _ in pairs)
     kept = statistics.median(ratio for _, (_, ratio) in pairs)
     assert kept / stretched < 0.95, (miss, pairs)
-    ns = hybrid.run_spins({FAST: 20, SLOW: 8})
-    assert ns[SLOW] > 1.8 * ns[FAST], ns  # a register-only loop has no misses to keep out
+    assert slowdown(hybrid) > 1.8  # a register-only loop has no misses to keep out
