@@ -92,7 +92,7 @@ class Split:
     """Where one cell's time per operation went, medians over its runs (ns per operation)."""
 
     felt_ns: float | None    # the plugin's sleeps and the host-CPU waits it counted as paid: every vCPU's, over
-    #                          the timed phase (workload start and exit too)
+    #                          the run's counters_window (the loop, for a workload that marks it)
     rest_ns: float | None    # the workload's loop less the felt delays: the emulator running the guest
     owed_ns: float | None    # the delays the misses owed (per-node delay_ns): the placement's, whatever the load
     migrated: float | None   # pages the kernel migrated in the timed phase (pgmigrate_success)

@@ -18,6 +18,7 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,12 +26,13 @@ from ..files import write_atomic
 from ..latency.control import Counters
 from .series import Series
 
-SCHEMA_VERSION = 11  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
-# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns; 11: touch_vmstat
+SCHEMA_VERSION = 12  # 2: interrupted, series, vmstat, kthread_cpu_s; 3: vcpu_ran_s; 4: host, attempts; 5: enforcer;
+# 6: series.census; 7: fast_free_mib; 8: fast_yielded_mib; 9: huge_mib; 10: credited_ns; 11: touch_vmstat;
+# 12: counters_window
 JSON_NAME, CSV_NAME = "results.json", "results.csv"
 _BASE_COLUMNS = ("topology", "workload", "policy", "repeat", "seed", "ok", "error", "interrupted", "primary",
                  "hints_applied", "hints_rejected", "advice_error", "slept_ns", "credited_ns", "started_at", "host",
-                 "attempts", "fast_free_mib", "fast_yielded_mib")
+                 "attempts", "fast_free_mib", "fast_yielded_mib", "counters_window")
 
 
 class NodeCounters(BaseModel):
@@ -64,6 +66,10 @@ class Run(BaseModel):
     also: list[str] = Field(default_factory=list, description="figures summarized beside the headline one")
     figures: dict[str, float] = Field(default_factory=dict)
     counters: dict[int, NodeCounters] = Field(default_factory=dict, description="per node; -1 = outside")
+    counters_window: Literal["loop", "gate-to-exit"] | None = Field(
+        default=None, description="what the counters, slept_ns, credited_ns and vcpu_ran_s span: 'loop', the "
+        "workload's timed loop between its phase marks (plugin.c); 'gate-to-exit', a workload that marks "
+        "nothing: from its gate until the read after it exited (its exit and the harness's commands too)")
     slept_ns: int = Field(default=0, description="the latency plugin's sleeps over the timed phase, every vCPU's")
     credited_ns: int = Field(default=0, description="host-CPU waits of the vCPU threads the plugin counted "
                              "against the owed delay in place of sleeping (a loaded host): felt, like the sleeps")
@@ -110,8 +116,9 @@ class Run(BaseModel):
         """The headline figure, None when the run failed or lacks it."""
         return self.figures.get(self.primary) if self.ok else None
 
-    def set_counters(self, counters: Counters) -> None:
-        """Take the per-node counters and sleep total from a plugin snapshot."""
+    def set_counters(self, counters: Counters, window: Literal["loop", "gate-to-exit"]) -> None:
+        """Take the per-node counters and sleep total from a plugin snapshot spanning `window`."""
+        self.counters_window = window
         self.counters = {node: NodeCounters(**fields) for node, fields in counters.nodes.items()}
         self.slept_ns, self.credited_ns = counters.slept_ns, counters.credited_ns
         self.vcpu_ran_s = {v: round(ns / 1e9, 3) for v, ns in sorted(counters.ran_ns.items())}

@@ -20,8 +20,9 @@ from ..image import cache_root
 
 SOURCE = Path(__file__).resolve().parent / "plugin.c"
 CFLAGS = ("-O2", "-g", "-Wall", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden", "-pthread")
-# Plugin API 2 arrived in QEMU 8.2; QEMU 10 accepts 2..4.
-MIN_QEMU = (8, 2)
+# The plugin declares API 2 (QEMU 10 accepts 2..4) and calls what QEMU 9.1 added: per-vCPU scoreboards
+# and conditional callbacks (pacing), and qemu_plugin_insn_data's copying form (phase marks).
+MIN_QEMU = (9, 1)
 
 
 class PluginError(RuntimeError):
@@ -63,7 +64,7 @@ def check_loads(library: Path, qemu: str = "qemu-system-x86_64") -> None:
     version = qemu_version(qemu)
     if version[:2] < MIN_QEMU:
         raise PluginError(f"{qemu} is QEMU {'.'.join(map(str, version))}; the latency plugin needs "
-                          f"QEMU {'.'.join(map(str, MIN_QEMU))} or newer (plugin API 2)")
+                          f"QEMU {'.'.join(map(str, MIN_QEMU))} or newer")
     with tempfile.TemporaryDirectory() as tmp:
         argv = [qemu, "-machine", "none", "-nodefaults", "-display", "none", "-accel", "tcg,thread=single",
                 "-plugin", f"{library},sock={tmp}/check.sock", "-qmp", "stdio"]

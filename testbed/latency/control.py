@@ -36,7 +36,11 @@ class Counters:
 
     @classmethod
     def parse(cls, text: str) -> Counters:
-        data = json.loads(text)
+        return cls.from_json(json.loads(text))
+
+    @classmethod
+    def from_json(cls, data: dict) -> Counters:
+        """From the plugin's JSON (a `read` answer, or one side of a `marks` answer)."""
         return cls(
             nodes={n["node"]: {k: n[k] for k in COUNTER_FIELDS} for n in data["nodes"]},
             vcpus={v["vcpu"]: {k: v[k] for k in COUNTER_FIELDS} for v in data["vcpus"]},
@@ -46,6 +50,19 @@ class Counters:
             pace={p["vcpu"]: {k: v for k, v in p.items() if k != "vcpu"} for p in data.get("pace", [])},
             ran_ns={r["vcpu"]: r["ns"] for r in data.get("ran_ns", [])},
         )
+
+    def since(self, earlier: Counters) -> Counters:
+        """What was counted between `earlier` and this snapshot of the same plugin (a vCPU or node
+        missing from `earlier` had counted nothing then); a pace's permille is this snapshot's."""
+        def minus(now: dict, was: dict) -> dict:
+            return {k: v if k == "permille" else v - was.get(k, 0) for k, v in now.items()}
+
+        return Counters(nodes={n: minus(c, earlier.nodes.get(n, {})) for n, c in self.nodes.items()},
+                        vcpus={v: minus(c, earlier.vcpus.get(v, {})) for v, c in self.vcpus.items()},
+                        slept_ns=self.slept_ns - earlier.slept_ns, sleeps=self.sleeps - earlier.sleeps,
+                        credited_ns=self.credited_ns - earlier.credited_ns,
+                        pace={v: minus(p, earlier.pace.get(v, {})) for v, p in self.pace.items()},
+                        ran_ns={v: ns - earlier.ran_ns.get(v, 0) for v, ns in self.ran_ns.items()})
 
     def to_json(self) -> dict:
         """For results files: string keys, as JSON needs."""
@@ -105,7 +122,17 @@ class Control:
         return Counters.parse(self.request("read"))
 
     def reset(self) -> None:
+        """Count from now on, and forget the phase marks."""
         self.request("reset")
+
+    def phase(self) -> Counters | None:
+        """What was counted between the guest's two phase marks since the last reset (plugin.c, "Phase
+        marks"), or None unless both ran: a program that marks its timed phase gets that phase's
+        counters, however long after it the host reads them."""
+        marks = json.loads(self.request("marks"))
+        if marks["begin"] is None or marks["end"] is None:
+            return None
+        return Counters.from_json(marks["end"]).since(Counters.from_json(marks["begin"]))
 
     def flush(self) -> None:
         """Empty the cache model (taken at the guest's next memory access), so a run starts cold."""

@@ -86,9 +86,19 @@
  *   speed VCPU PERMILLE   -> ok  (change a vCPU's speed while running)
  *   miss_cost READ WRITE  -> ok  (the emulator's ns per missed read / write, kept out
  *                            of a paced vCPU's CPU time on each miss)
+ *   marks                 -> {"begin": COUNTERS, "end": COUNTERS}: what `read` would have
+ *                            answered at the guest's phase marks since the last reset
+ *                            (null where none ran), see "Phase marks" below
  *   config                -> JSON of ranges, delays and cache geometry; "delays" are initiator
  *                            0's, "initiator_delays" every initiator's up to the highest a vCPU
  *                            has, "initiators" each vCPU's up to the last one given one
+ *
+ * Phase marks: a guest program brackets its timed phase with two no-ops the
+ * plugin knows, `nopl 0x304d4c4c(%rax)` and `nopl 0x314d4c4c(%rax)` (0f 1f 80
+ * "LLM0" / "LLM1"), which any x86-64 CPU runs as no-ops.  At each the plugin
+ * keeps what `read` would answer then, so the host gets the counters of the
+ * phase itself, not of its set-up, its exit (the kernel freeing its memory)
+ * or the harness's commands around it, however late it reads.
  *
  * Debian ships no qemu-plugin.h, so the few API pieces used are declared
  * below, copied in layout from QEMU's include/qemu/qemu-plugin.h (API 2..4).
@@ -133,6 +143,10 @@ typedef void (*qemu_plugin_vcpu_mem_cb_t)(unsigned int vcpu_index, qemu_plugin_m
 void qemu_plugin_register_vcpu_tb_trans_cb(qemu_plugin_id_t id, qemu_plugin_vcpu_tb_trans_cb_t cb);
 size_t qemu_plugin_tb_n_insns(const struct qemu_plugin_tb *tb);
 struct qemu_plugin_insn *qemu_plugin_tb_get_insn(const struct qemu_plugin_tb *tb, size_t idx);
+size_t qemu_plugin_insn_size(const struct qemu_plugin_insn *insn);
+size_t qemu_plugin_insn_data(const struct qemu_plugin_insn *insn, void *dest, size_t len); /* QEMU 9.0's form */
+void qemu_plugin_register_vcpu_insn_exec_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_udata_cb_t cb,
+                                            enum qemu_plugin_cb_flags flags, void *userdata);
 void qemu_plugin_register_vcpu_mem_cb(struct qemu_plugin_insn *insn, qemu_plugin_vcpu_mem_cb_t cb,
                                       enum qemu_plugin_cb_flags flags, enum qemu_plugin_mem_rw rw,
                                       void *userdata);
@@ -211,6 +225,9 @@ static struct counters count[MAX_VCPUS][MAX_NODES + 1];
 static struct counters base[MAX_VCPUS][MAX_NODES + 1];
 static uint64_t slept_base, sleeps_base, credited_base;
 static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
+#define MARKS 2 /* phase marks: begin, end (see the top) */
+static char mark_text[MARKS][32768]; /* `read`'s answer at each, under control_lock; 0 length: none yet */
+static size_t mark_len[MARKS];
 
 /* Pacing of slow vCPUs (see the top): per vCPU, touched only by its own thread. */
 #define PACE_INSNS (1u << 16) /* instructions between two reads of the thread's CPU clock */
@@ -507,6 +524,30 @@ static void on_mem(unsigned int vcpu, qemu_plugin_meminfo_t info, uint64_t vaddr
     }
 }
 
+static size_t format_counters(char *out, size_t size);
+
+/* A phase mark ran (see the top): keep what `read` would answer now. */
+static void on_mark(unsigned int vcpu, void *udata)
+{
+    int m = (int)(uintptr_t)udata;
+    pthread_mutex_lock(&control_lock);
+    size_t len = format_counters(mark_text[m], sizeof(mark_text[m]));
+    mark_len[m] = len < sizeof(mark_text[m]) ? len - 1 : 0; /* without its newline; never a cut one */
+    pthread_mutex_unlock(&control_lock);
+}
+
+/* Which phase mark `insn` is (0 or 1), or -1: the 7-byte `nopl 0x3N4d4c4c(%rax)`. */
+static int mark_of(const struct qemu_plugin_insn *insn)
+{
+    static const uint8_t mark[6] = { 0x0f, 0x1f, 0x80, 'L', 'L', 'M' };
+    uint8_t bytes[7];
+    if (qemu_plugin_insn_size(insn) != sizeof(bytes) || qemu_plugin_insn_data(insn, bytes, 7) != sizeof(bytes) ||
+        memcmp(bytes, mark, sizeof(mark)) != 0 || bytes[6] < '0' || bytes[6] >= '0' + MARKS) {
+        return -1;
+    }
+    return bytes[6] - '0';
+}
+
 static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
 {
     size_t n = qemu_plugin_tb_n_insns(tb);
@@ -515,9 +556,15 @@ static void on_tb_trans(qemu_plugin_id_t id, struct qemu_plugin_tb *tb)
         qemu_plugin_register_vcpu_tb_exec_cond_cb(tb, on_pace_check, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_COND_GE,
                                                   pending, PACE_INSNS, NULL);
     }
-    for (size_t i = 0; mem_cbs && i < n; i++) {
-        qemu_plugin_register_vcpu_mem_cb(qemu_plugin_tb_get_insn(tb, i), on_mem,
-                                         QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, NULL);
+    for (size_t i = 0; i < n; i++) {
+        struct qemu_plugin_insn *insn = qemu_plugin_tb_get_insn(tb, i);
+        if (mem_cbs) {
+            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, QEMU_PLUGIN_CB_NO_REGS, QEMU_PLUGIN_MEM_RW, NULL);
+        }
+        int m = mark_of(insn);
+        if (m >= 0) {
+            qemu_plugin_register_vcpu_insn_exec_cb(insn, on_mark, QEMU_PLUGIN_CB_NO_REGS, (void *)(uintptr_t)m);
+        }
     }
 }
 
@@ -785,6 +832,11 @@ static size_t answer(const char *request, char *out, size_t size)
     if (strncmp(request, "config", 6) == 0) {
         return format_config(out, size);
     }
+    if (strncmp(request, "marks", 5) == 0) {
+        return snprintf(out, size, "{\"begin\":%.*s,\"end\":%.*s}\n",
+                        (int)(mark_len[0] ? mark_len[0] : 4), mark_len[0] ? mark_text[0] : "null",
+                        (int)(mark_len[1] ? mark_len[1] : 4), mark_len[1] ? mark_text[1] : "null");
+    }
     if (strncmp(request, "reset", 5) == 0) {
         memcpy(base, count, sizeof(base));
         memcpy(ran_base, ran_ns, sizeof(ran_base));
@@ -796,6 +848,7 @@ static size_t answer(const char *request, char *out, size_t size)
         slept_base = slept_ns;
         sleeps_base = sleeps;
         credited_base = credited_ns;
+        memset(mark_len, 0, sizeof(mark_len));
         for (int v = 0; v < MAX_VCPUS; v++) {
             pace_base[v].insns = pace[v].insns;
             pace_base[v].ran_ns = pace[v].ran_ns;
@@ -831,7 +884,7 @@ static size_t answer(const char *request, char *out, size_t size)
 
 static void serve(int fd)
 {
-    static char out[65536];
+    static char out[2 * sizeof(mark_text[0]) + 64]; /* `marks` answers two counters */
     char request[256];
     size_t have = 0;
     ssize_t got;

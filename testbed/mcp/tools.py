@@ -105,8 +105,9 @@ class WorkloadRun(_Out):
     value: float = Field(description="the primary figure")
     figures: dict[str, float]
     counters: dict[str, NodeCounters] | None = Field(
-        description="the latency plugin's counters per node for the timed phase ('-1': outside every node); "
-                    "null when the latency is not emulated")
+        description="the latency plugin's counters per node for the timed phase ('-1': outside every node): "
+                    "its loop alone for a workload that marks it (the skewed kernel does), else from its gate "
+                    "to its exit; null when the latency is not emulated")
     miss_share: dict[str, float] | None = Field(description="share of the timed phase's cache misses per node")
     setup_seconds: float
     timed_seconds: float
@@ -239,7 +240,8 @@ class Toolbox:
             guest_process.release(proc)
             output = guest_process.finish(proc, max(1.0, time_limit_s - (gate - started)))
             done = time.monotonic()
-            snap = m.control.read() if m.control is not None else None
+            # the loop alone where the workload marks it (plugin.c, "Phase marks"), else gate to exit
+            snap = (m.control.phase() or m.control.read()) if m.control is not None else None
             figures = w.parse(output)
         except (guest_process.GuestProcessError, _workload.WorkloadError) as exc:
             raise ToolFailure(f"run_workload {name}: {exc}") from None

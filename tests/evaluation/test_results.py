@@ -34,7 +34,7 @@ PLUGIN_ANSWER = json.dumps({
 def sample_runs() -> list[Run]:
     ok = make_run(misses={0: 300, 1: 100}, hints_applied=3, hints_rejected=1,
                   durations={"workload": 12.5, "advise": 0.25}, started_at="2026-11-25T11:00:00+00:00")
-    ok.set_counters(Counters.parse(PLUGIN_ANSWER))
+    ok.set_counters(Counters.parse(PLUGIN_ANSWER), "loop")
     odd = make_run(policy="llm", repeat=1, value=123.456789012345, misses={0: 1, 1: 2, 2: 3}, hints_rejected=3,
                    advice_error='no valid answer: "to_nodes", duplicates\nafter repair: the same',
                    rejections=["advisor: no usable answer", 'agent: migrate_pages rejected: pid 1, "init"',
@@ -61,8 +61,8 @@ def test_node_counters_mirror_the_plugin_fields():
 
 def test_counters_from_a_plugin_snapshot():
     run = make_run()
-    run.set_counters(Counters.parse(PLUGIN_ANSWER))
-    assert run.counters[0].misses == 300 and run.counters[-1].accesses == 5
+    run.set_counters(Counters.parse(PLUGIN_ANSWER), "gate-to-exit")
+    assert run.counters[0].misses == 300 and run.counters[-1].accesses == 5 and run.counters_window == "gate-to-exit"
     assert run.slept_ns == 240000
     assert run.vcpu_ran_s == {0: 3.0, 1: 1.0} and run.others_share() == 0.25
     assert make_run().others_share() is None  # recorded nothing

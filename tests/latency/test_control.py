@@ -30,6 +30,20 @@ def test_counters_parse_per_node_and_per_vcpu():
     assert c.ran_ns == {1: 7} and c.to_json()["ran_ns"] == {"1": 7}
 
 
+def test_counters_since_an_earlier_snapshot_are_the_difference():
+    later = json.loads(SAMPLE)
+    later["nodes"][0] |= {"misses": 11, "delay_ns": 31}
+    later["vcpus"].append({"vcpu": 2, **dict.fromkeys(COUNTER_FIELDS, 4)})  # ran only after the earlier one
+    later |= {"slept_ns": 25, "sleeps": 3, "ran_ns": [{"vcpu": 1, "ns": 10}],
+              "pace": [{"vcpu": 1, "permille": 400, "insns": 9, "slept_ns": 8}]}
+    earlier = json.loads(SAMPLE) | {"pace": [{"vcpu": 1, "permille": 400, "insns": 2, "slept_ns": 1}]}
+    window = Counters.parse(json.dumps(later)).since(Counters.parse(json.dumps(earlier)))
+    assert window.nodes[0]["misses"] == 10 and window.nodes[0]["delay_ns"] == 30 and window.nodes[0]["reads"] == 0
+    assert window.vcpus[2]["accesses"] == 4 and window.vcpus[1]["accesses"] == 0
+    assert (window.slept_ns, window.sleeps, window.ran_ns) == (20, 1, {1: 3})
+    assert window.pace[1] == {"permille": 400, "insns": 7, "slept_ns": 7}
+
+
 def test_counters_missing_a_field_do_not_parse():
     broken = json.loads(SAMPLE)
     del broken["nodes"][0]["misses"]
@@ -86,6 +100,13 @@ def test_counters_cover_every_ranged_node_and_the_unclassified_slot(plugin_qemu)
     assert all(v == 0 for node in counters.nodes.values() for v in node.values())
     assert (counters.slept_ns, counters.sleeps, counters.credited_ns) == (0, 0, 0)
     assert counters.ran_ns == {}  # a machine without CPUs: no vCPU ever held the thread
+
+
+@needs_qemu
+def test_no_phase_is_counted_until_the_guest_marks_one(plugin_qemu):
+    plugin_qemu.reset()
+    assert plugin_qemu.request("marks") == '{"begin":null,"end":null}'
+    assert plugin_qemu.phase() is None
 
 
 @needs_qemu

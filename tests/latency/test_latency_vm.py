@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from testbed.evaluation import workload
 from testbed.latency import calibrate, trim
 from testbed.latency.emulated import GUEST_PROBE, EmulatedMachine
 from testbed.latency.probe import measure_nodes
@@ -115,3 +116,20 @@ def test_host_time_held_by_the_vcpus_covers_the_run(nvm_machine):
     ran = control.read().ran_ns
     elapsed = time.monotonic() - started
     assert 0.8 * elapsed < sum(ran.values()) / 1e9 < 1.05 * elapsed, (ran, elapsed)
+
+
+def test_a_loop_between_phase_marks_is_counted_without_its_set_up_and_exit(nvm_machine):
+    """The skewed kernel marks its timed loop: the loop's counters hold every load and store it made on its
+    node, and not the first touch's zeroing (at least 512 stores per 4 KiB page) nor its exit."""
+    w = workload.load(workload.resolve("skewed-read"))
+    w.install(nvm_machine.vm.shell)
+    nvm_machine.control.reset()
+    assert nvm_machine.control.phase() is None  # a reset forgets the marks
+    command = w.command(seed=2, prefix=["numactl", "--membind=1", "--cpunodebind=0"],
+                        params={"size_mib": 64, "hot_mib": 8, "ops": 200_000})
+    figures = w.parse(nvm_machine.vm.shell.run(command, timeout=600).stdout)
+    loop, whole = nvm_machine.control.phase(), nvm_machine.control.read()
+    assert loop is not None
+    assert loop.nodes[1]["reads"] >= figures["reads"] and loop.nodes[1]["writes"] >= figures["writes"]
+    assert whole.nodes[1]["writes"] >= 64 * 256 * 512 > 10 * loop.nodes[1]["writes"], (loop.nodes, whole.nodes)
+    assert 0 < loop.slept_ns < whole.slept_ns

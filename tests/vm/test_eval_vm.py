@@ -55,6 +55,7 @@ def test_runs_carry_figures_counters_hints_and_durations(tiny):
         assert run.figures["ops_per_s"] > 0 and run.figures["ops"] == 100000
         assert set(run.counters) >= {0, 1} and sum(c.misses for c in run.counters.values()) > 0
         assert run.slept_ns > 0  # emulated latency was on during the timed phase
+        assert run.counters_window == "loop"  # the skewed kernel marks its loop for the plugin
         assert set(run.durations) == {"setup", "policy", "timed", "reset"}
     oracle = [r for r in runs if r.policy == "oracle"]
     assert all(r.hints_applied >= 2 and r.hints_rejected == 0 for r in oracle)
