@@ -24,7 +24,7 @@ from uuid import uuid4
 from . import cxl, tlb_reach, zones
 from .image import GuestImage
 from .ports import free_port
-from .process import signals_deferred, start_child
+from .process import processes_with_arg, signals_deferred, start_child
 from .qemu_argv import Accel, BootSpec, build_argv
 from .qmp import Monitor, MonitorError
 from .ssh import GuestShell
@@ -40,6 +40,8 @@ RCU_STALL = re.compile(r"rcu: INFO: rcu_\w+ (?:self-)?detected stall")
 # timer never firing (seen in CI, hybrid-cores on a 2-core host): a stall
 # reported twice is not a slow host but a lost boot, so boot once more.
 STALL_REPORTS = 2
+RUNDIR_RE = re.compile(r"^llamas-[a-z0-9][a-z0-9-]*-[0-9a-f]{8}$")  # VM.name
+LEFTOVER_AGE_S = 60  # a younger run folder may be a VM's whose QEMU is about to start
 BOOT_ATTEMPTS = 2
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,23 @@ class QemuAborted(BootLost):
 
 class _Stalled(ConnectionError):
     pass
+
+
+def sweep_leftovers(tmp: Path | None = None) -> list[Path]:
+    """Remove the run folders of VMs whose owner was killed outright (SIGKILL leaves it no chance to clean
+    up; its QEMU died with it, by PDEATHSIG): folders named as a VM names them, holding QEMU's stderr,
+    older than a minute, that no running process names.  Return those removed."""
+    gone = []
+    for path in Path(tmp or tempfile.gettempdir()).glob("llamas-*"):
+        try:
+            stale = (RUNDIR_RE.match(path.name) and (path / "qemu.stderr").is_file()
+                     and time.time() - path.stat().st_mtime > LEFTOVER_AGE_S and not processes_with_arg(path.name))
+        except OSError:  # another sweeper took it first
+            continue
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            gone.append(path)
+    return gone
 
 
 class VM:
@@ -120,6 +139,8 @@ class VM:
         return build_argv(self.topology, self.spec)
 
     def start(self) -> None:
+        for path in sweep_leftovers():
+            log.info("removed %s: its VM's owner was killed", path)
         self._rundir.mkdir(mode=0o700, exist_ok=True)  # again after a shutdown, for a second boot
         self._started_at = time.monotonic()
         with open(self._rundir / "qemu.stderr", "wb") as stderr:  # QEMU writes to its own copy

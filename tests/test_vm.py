@@ -7,9 +7,12 @@ Booting itself is tested with real guests in tests/vm/.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -47,6 +50,31 @@ def test_a_vm_never_started_leaves_nothing_in_the_temporary_folder(tmp_path, loa
     assert list(scratch.iterdir()) == []
     vm.shutdown()
     assert list(scratch.iterdir()) == []
+
+
+def test_only_run_folders_a_killed_owner_left_are_swept(tmp_path):
+    """A SIGKILLed harness (a cluster worker, in test_cluster_vm) leaves its VMs' run folders; the next
+    VM's start removes those, and never a live VM's, a young one's, or a folder that is not a VM's."""
+    def folder(name: str, age_s: float = 3600, stderr: bool = True) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        if stderr:
+            (path / "qemu.stderr").write_text("")
+        then = time.time() - age_s
+        os.utime(path, (then, then))
+        return path
+
+    left = folder("llamas-dram-cxl-0123abcd")
+    live = folder("llamas-two-socket-89abcdef")
+    kept = [live, folder("llamas-dram-nvm-00000001", age_s=5), folder("llamas-worker-deadbeef", stderr=False),
+            folder("llamas-ci-nox"), folder("other-dram-cxl-0123abcd")]
+    owner = subprocess.Popen(["sh", "-c", "sleep 60", live.name])  # a running QEMU names its folder
+    try:
+        assert vm_module.sweep_leftovers(tmp_path) == [left]
+    finally:
+        owner.kill()
+        owner.wait()
+    assert not left.exists() and all(path.is_dir() for path in kept)
 
 
 def test_one_stall_report_is_a_slow_host_not_a_lost_boot(machine):
