@@ -20,8 +20,8 @@ from ..image import cache_root
 
 SOURCE = Path(__file__).resolve().parent / "plugin.c"
 CFLAGS = ("-O2", "-g", "-Wall", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden", "-pthread")
-# The plugin declares API 2 (QEMU 10 accepts 2..4) and calls what QEMU 9.1 added: per-vCPU scoreboards
-# and conditional callbacks (pacing), and qemu_plugin_insn_data's copying form (phase marks).
+# The plugin declares API 2 (QEMU 10 accepts 2..4) and calls what QEMU 9.0 and 9.1 added: per-vCPU
+# scoreboards and conditional callbacks (pacing), and qemu_plugin_insn_data's copying form (phase marks).
 MIN_QEMU = (9, 1)
 
 
