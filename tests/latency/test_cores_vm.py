@@ -44,11 +44,16 @@ def test_only_the_slow_vcpus_sleep(hybrid):
 def test_a_busy_host_does_not_make_the_slow_cores_faster(hybrid):
     """A host process competing for a CPU slows the fast vCPU by its waits; the slow vCPU's pace stretches
     its own waits as it stretches its CPU time, so the ratio holds (counting CPU time alone, the same pace
-    felt 0.47 with one busy host process against 0.38-0.39 without: eight pairs of loops each)."""
+    felt 0.47 with one busy host process against 0.38-0.39 without: eight pairs of loops each).
+
+    It holds on average, not pair by pair: the pace sees the slow thread's waits, not the fast one's, and
+    which of the three busy threads shares a host core with the hog is the scheduler's. Twelve single
+    2 s pairs beside a hog felt 0.31-0.49, median 0.399 (here, 2026-12-06; the high ones were those whose
+    slow thread waited least), and a CI rehearsal's median of three read 0.54: hence seven pairs."""
     hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
     try:
         hybrid.control.reset()
-        felt = cores.measure(hybrid, cpus=[2])
+        felt = cores.measure(hybrid, repeats=7, cpus=[2])
         pace = hybrid.control.read().pace
     finally:
         hog.kill()
