@@ -369,11 +369,7 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
         guest_process.release(proc)
         outcome += _revisits(policy, ctx, workload.timeout_s)
         output = guest_process.finish(proc, workload.timeout_s)
-    loop = machine.control.phase()  # a workload that marks its loop: the loop alone, not its exit too
-    if loop is not None:
-        run.set_counters(loop, "loop")
-    else:
-        run.set_counters(machine.control.read(), "gate-to-exit")
+    run.set_counters(*machine.control.timed())  # a workload that marks its loop: the loop alone, not its exit
     outcome += policy.after(ctx)
     after = kernel_counters.snapshot(ctx.shell)
     run.vmstat, run.kthread_cpu_s = kernel_counters.delta(before, after)

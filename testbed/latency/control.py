@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 COUNTER_FIELDS = ("accesses", "reads", "writes", "misses", "read_misses", "write_misses", "streamed", "delay_ns")
 
@@ -133,6 +133,12 @@ class Control:
         if marks["begin"] is None or marks["end"] is None:
             return None
         return Counters.from_json(marks["end"]).since(Counters.from_json(marks["begin"]))
+
+    def timed(self) -> tuple[Counters, Literal["loop", "gate-to-exit"]]:
+        """A timed phase's counters and what they span: the marked loop's where the guest marked one since
+        the reset, else everything since the reset (the gate) until now (the workload's exit too)."""
+        loop = self.phase()
+        return (loop, "loop") if loop is not None else (self.read(), "gate-to-exit")
 
     def flush(self) -> None:
         """Empty the cache model (taken at the guest's next memory access), so a run starts cold."""

@@ -240,8 +240,7 @@ class Toolbox:
             guest_process.release(proc)
             output = guest_process.finish(proc, max(1.0, time_limit_s - (gate - started)))
             done = time.monotonic()
-            # the loop alone where the workload marks it (plugin.c, "Phase marks"), else gate to exit
-            snap = (m.control.phase() or m.control.read()) if m.control is not None else None
+            snap = m.control.timed()[0] if m.control is not None else None  # the loop alone, where marked
             figures = w.parse(output)
         except (guest_process.GuestProcessError, _workload.WorkloadError) as exc:
             raise ToolFailure(f"run_workload {name}: {exc}") from None

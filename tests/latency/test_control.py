@@ -107,6 +107,7 @@ def test_no_phase_is_counted_until_the_guest_marks_one(plugin_qemu):
     plugin_qemu.reset()
     assert plugin_qemu.request("marks") == '{"begin":null,"end":null}'
     assert plugin_qemu.phase() is None
+    assert plugin_qemu.timed()[1] == "gate-to-exit"  # so a timed phase takes everything since the reset
 
 
 @needs_qemu
