@@ -366,9 +366,12 @@ def _measure(bench: Bench, matrix: Matrix, workload: Workload, key: RunKey, run:
     machine.control.reset()
     with _phase(run, "timed"), Sampler(machine.control, matrix.tick_ms / 1000) as sampler:
         log.info("%s %s #%d: timed phase", key.workload, key.policy, key.repeat)
-        guest_process.release(proc)
-        outcome += _revisits(policy, ctx, workload.timeout_s)
-        output = guest_process.finish(proc, workload.timeout_s)
+        if policy.every_s:  # its revisits work in the guest while the loop runs anyway
+            guest_process.release(proc)
+            outcome += _revisits(policy, ctx, workload.timeout_s)
+            output = guest_process.finish(proc, workload.timeout_s)
+        else:
+            output = guest_process.release_and_finish(proc, workload.timeout_s)
     run.set_counters(*machine.control.timed())  # a workload that marks its loop: the loop alone, not its exit
     outcome += policy.after(ctx)
     after = kernel_counters.snapshot(ctx.shell)

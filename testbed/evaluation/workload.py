@@ -41,6 +41,7 @@ Param = int | float | str
 READY_RE = re.compile(r"^ready pid=(\d+)$", re.MULTILINE)
 TICK_RE = re.compile(r"^tick t=(\d+(?:\.\d+)?) ops=(\d+)$", re.MULTILINE)
 DURATION_KEYS = frozenset({"seconds", "tick_ms"})
+FIXED_LAYOUT = ("setarch", "-R")  # util-linux's, in every guest: no address-space randomisation
 CENSUS_RE = re.compile(r"^census t=(\d+(?:\.\d+)?) hot=([\d:,]*) cold=([\d:,]*)(?: log=([\d:,]*))? ms=\d+(?:\.\d+)?$",
                        re.MULTILINE)
 ROLES_RE = re.compile(r"^roles latency=(\d+(?:,\d+)*) batch=(\d+(?:,\d+)*)$", re.MULTILINE)
@@ -147,8 +148,15 @@ class Workload(BaseModel):
         return argv
 
     def command(self, seed: int, prefix: list[str] = (), **kwargs) -> str:
-        """`argv()` as one shell-quoted line, after `prefix` (e.g. numactl options)."""
-        return shlex.join([*prefix, *self.argv(seed, **kwargs)])
+        """`argv()` as one shell-quoted line, after `prefix` (e.g. numactl options), with the address space fixed.
+
+        `setarch -R` turns address-space randomisation off for the program and what it
+        starts, so every run of a seed lays its memory out alike. Where memory goes can
+        depend on the address: interleaving takes each huge page's node from its virtual
+        address, and a randomised base put the Zipf head on DRAM in some runs and on
+        NVM in others (README, "Evaluation").
+        """
+        return shlex.join([*FIXED_LAYOUT, *prefix, *self.argv(seed, **kwargs)])
 
     # ---- the output side -------------------------------------------------
 

@@ -237,8 +237,7 @@ class Toolbox:
             guest_process.start(proc, command, gated=True, timeout=time_limit_s)
             gate = time.monotonic()
             m.delays_on()
-            guest_process.release(proc)
-            output = guest_process.finish(proc, max(1.0, time_limit_s - (gate - started)))
+            output = guest_process.release_and_finish(proc, max(1.0, time_limit_s - (gate - started)))
             done = time.monotonic()
             snap = m.control.timed()[0] if m.control is not None else None  # the loop alone, where marked
             figures = w.parse(output)

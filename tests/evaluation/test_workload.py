@@ -45,7 +45,7 @@ def test_argv_fills_params_overrides_and_runner_paths():
     assert argv[0] == "/usr/local/bin/skewed_access"
     assert "size_mib=64" in argv and "seed=7" in argv and "hot_mib=128" in argv
     assert argv[-2:] == ["wait=/tmp/go", "hotmap=/tmp/hot"]
-    assert w.command(7, prefix=["numactl", "--membind=1"]).startswith("numactl --membind=1 /usr/local/bin/")
+    assert w.command(7, prefix=["numactl", "--membind=1"]).startswith("setarch -R numactl --membind=1 /usr/local/bin/")
     with pytest.raises(workload.WorkloadError, match="no parameter 'sise_mib'"):
         w.argv(1, params={"sise_mib": 1})
 

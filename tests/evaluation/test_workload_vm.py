@@ -19,6 +19,7 @@ from testbed.evaluation import guest_process, policies, squeeze, workload
 pytestmark = pytest.mark.vm
 
 SIZE_MIB, HOT_MIB, OPS = 64, 8, 200_000
+ADDR_NO_RANDOMIZE = 0x0040000  # include/uapi/linux/personality.h
 
 
 def buffer_pages_per_node(numa_maps: str) -> dict[int, int]:
@@ -52,6 +53,32 @@ def test_skewed_workload_bound_to_a_node(guest, node):
     assert figures["hot_share"] == pytest.approx(0.9, abs=0.01)
     assert figures["reads"] / OPS == pytest.approx(0.95, abs=0.01)
     assert figures["seed"] == 3 and figures["size_mib"] == SIZE_MIB
+
+
+def test_every_run_lays_its_memory_out_alike_and_one_shell_opens_the_gate_and_waits(guest):
+    w = workload.load(workload.resolve("skewed-read"))
+    w.install(guest.shell)
+    starts, procs = [], []
+    for run in range(2):  # two programs of one seed, side by side: the same addresses, not two random bases
+        proc = guest_process.GuestProcess(guest.shell, f"skewed-layout{run}")
+        command = w.command(seed=1, params={"size_mib": SIZE_MIB, "hot_mib": HOT_MIB, "ops": OPS}, wait=proc.gate)
+        guest_process.start(proc, command, gated=True, timeout=300)
+        procs.append(proc)
+        personality = int(guest.shell.run(f"cat /proc/{proc.pid}/personality").stdout, 16)
+        assert personality & ADDR_NO_RANDOMIZE, hex(personality)
+        maps = guest.shell.run(f"cat /proc/{proc.pid}/maps").stdout
+        starts.append({line.split()[-1]: line.split("-")[0] for line in maps.splitlines()
+                       if line.endswith(("[heap]", "[stack]"))} | {"buffer": largest_anon_start(guest, proc)})
+    assert starts[0] == starts[1], starts
+    for proc in procs:
+        figures = w.parse(guest_process.release_and_finish(proc, timeout=w.timeout_s))
+        assert figures["ops"] == OPS
+
+
+def largest_anon_start(guest, proc) -> str:
+    """The start address of the program's largest anonymous mapping (its buffer), from numa_maps."""
+    anon = [line for line in guest.shell.run(f"cat /proc/{proc.pid}/numa_maps").stdout.splitlines() if " anon=" in line]
+    return max(anon, key=lambda line: int(re.search(r" anon=(\d+)", line).group(1))).split()[0]
 
 
 def test_a_failing_workload_reports_its_output(guest):
