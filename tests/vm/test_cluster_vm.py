@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -100,6 +101,7 @@ def two_nodes():
             except subprocess.TimeoutExpired:
                 os.killpg(node.pid, signal.SIGKILL)
                 node.wait()
+        shutil.rmtree(temp, ignore_errors=True)  # the nodes' logs and sockets
 
 
 def _wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float = 60) -> None:
