@@ -123,14 +123,17 @@ def release_and_finish(proc: GuestProcess, timeout: float) -> str:
     "Evaluation"). Here `tail` is running before the gate opens, and the shell opens
     it with a builtin, so the loop runs beside nothing of the harness's.
     """
-    head = f"tail --pid={proc.group} -s {WAIT_STEP_S} -f /dev/null & t=$!; sleep {TAIL_START_S}; : > {proc.gate}; wait $t"
+    head = f"{_tail(proc)} & t=$!; sleep {TAIL_START_S}; : > {proc.gate}; wait $t"
     return _waited(proc, _exit_wait(proc, head), timeout)
 
 
+def _tail(proc: GuestProcess) -> str:
+    return f"tail --pid={proc.group} -s {WAIT_STEP_S} -f /dev/null"
+
+
 def _exit_wait(proc: GuestProcess, head: str | None = None) -> str:
-    """The guest's wait for the wrapper's exit; `head` replaces its first step."""
-    head = head or f"tail --pid={proc.group} -s {WAIT_STEP_S} -f /dev/null"
-    return f"{head}; while [ ! -s {proc.rc} ]; do sleep {WAIT_STEP_S}; done"  # the wrapper wrote rc before it exited
+    """The guest's wait for the wrapper's exit; `head` replaces its first step, `_tail`."""
+    return f"{head or _tail(proc)}; while [ ! -s {proc.rc} ]; do sleep {WAIT_STEP_S}; done"  # rc comes before the exit
 
 
 def _waited(proc: GuestProcess, wait: str, timeout: float) -> str:

@@ -398,10 +398,8 @@ def _roles(workload, proc: guest_process.GuestProcess) -> dict[str, list[int]]:
 
 
 def _revisits(policy: policies.Policy, ctx: policies.Context, timeout: float) -> policies.Outcome:
-    """Call the policy every `every_s` while the timed phase runs (nothing for a one-shot policy)."""
+    """Call the policy every `every_s` (set: a one-shot policy never comes here) while the timed phase runs."""
     outcome = policies.Outcome()
-    if not policy.every_s:
-        return outcome
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         time.sleep(policy.every_s)

@@ -22,11 +22,15 @@ SIZE_MIB, HOT_MIB, OPS = 64, 8, 200_000
 ADDR_NO_RANDOMIZE = 0x0040000  # include/uapi/linux/personality.h
 
 
-def buffer_pages_per_node(numa_maps: str) -> dict[int, int]:
-    """The N<node>=<pages> fields of the largest anonymous mapping: the workload's buffer."""
+def largest_anon(numa_maps: str) -> str:
+    """The numa_maps line of the largest anonymous mapping: the workload's buffer."""
     anon = [line for line in numa_maps.splitlines() if " anon=" in line]
-    largest = max(anon, key=lambda line: int(re.search(r" anon=(\d+)", line).group(1)))
-    return {int(node): int(pages) for node, pages in re.findall(r"\bN(\d+)=(\d+)", largest)}
+    return max(anon, key=lambda line: int(re.search(r" anon=(\d+)", line).group(1)))
+
+
+def buffer_pages_per_node(numa_maps: str) -> dict[int, int]:
+    """The N<node>=<pages> fields of the workload's buffer."""
+    return {int(node): int(pages) for node, pages in re.findall(r"\bN(\d+)=(\d+)", largest_anon(numa_maps))}
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +72,12 @@ def test_every_run_lays_its_memory_out_alike_and_one_shell_opens_the_gate_and_wa
         assert personality & ADDR_NO_RANDOMIZE, hex(personality)
         maps = guest.shell.run(f"cat /proc/{proc.pid}/maps").stdout
         starts.append({line.split()[-1]: line.split("-")[0] for line in maps.splitlines()
-                       if line.endswith(("[heap]", "[stack]"))} | {"buffer": largest_anon_start(guest, proc)})
+                       if line.endswith(("[heap]", "[stack]"))}
+                      | {"buffer": largest_anon(guest.shell.run(f"cat /proc/{proc.pid}/numa_maps").stdout).split()[0]})
     assert starts[0] == starts[1], starts
     for proc in procs:
         figures = w.parse(guest_process.release_and_finish(proc, timeout=w.timeout_s))
         assert figures["ops"] == OPS
-
-
-def largest_anon_start(guest, proc) -> str:
-    """The start address of the program's largest anonymous mapping (its buffer), from numa_maps."""
-    anon = [line for line in guest.shell.run(f"cat /proc/{proc.pid}/numa_maps").stdout.splitlines() if " anon=" in line]
-    return max(anon, key=lambda line: int(re.search(r" anon=(\d+)", line).group(1))).split()[0]
 
 
 def test_a_failing_workload_reports_its_output(guest):
